@@ -1,0 +1,152 @@
+"""Config validation against config/config.schema.yaml, defaults, and the settings of each run.
+
+Kept free of torch and transformers imports: rules/common.smk calls it on every Snakemake start.
+"""
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from ftcompare.errors import FtcompareError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
+RUN_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, not starting with a punctuation mark), and not 'base'"
+
+
+class ConfigError(FtcompareError):
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        header = f"invalid config ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"
+        super().__init__("\n".join([header] + [f"  - {p}" for p in problems]))
+
+
+def load_schema(path=SCHEMA_PATH) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def validate_config(config: dict, workdir=".", schema: dict | None = None) -> dict:
+    """Return a validated copy of `config` with defaults filled in, or raise ConfigError.
+
+    `workdir` is where relative paths in the config (prompts file) are looked up.
+    """
+    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise ConfigError([f"the config must be a mapping of keys, got {type(config).__name__}"])
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [_describe(error, schema) for error in
+                sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+    if problems:
+        raise ConfigError(_unique(problems))
+    filled = copy.deepcopy(config)
+    _fill_defaults(filled, schema, schema, path=())
+    problems = _check_semantics(filled, Path(workdir))
+    if problems:
+        raise ConfigError(problems)
+    return filled
+
+
+def run_settings(config: dict, run: str) -> dict:
+    """The settings one run trains with: method, seed, training (and lora for LoRA runs).
+
+    The global `training` and `lora` sections, overridden key by key by the run's own. These are
+    the train rule's params, so a change reruns only the runs it reaches.
+    """
+    spec = config["runs"][run]
+    settings = {
+        "run": run,
+        "method": spec["method"],
+        "seed": config["seed"],
+        "training": {**config["training"], **spec.get("training", {})},
+    }
+    if spec["method"] == "lora":
+        settings["lora"] = {**config["lora"], **spec.get("lora", {})}
+    return settings
+
+
+def config_hash(config: dict) -> str:
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_semantics(config: dict, workdir: Path) -> list[str]:
+    problems = []
+    prompts = Path(config["generation"]["prompts"])
+    prompts = prompts if prompts.is_absolute() else workdir / prompts
+    if not prompts.is_file():
+        problems.append(f"generation.prompts = {config['generation']['prompts']!r}: no such file "
+                        f"(a YAML file with a `prompts:` list, like config/prompts.yaml)")
+    embedded = config["base_model"]["embedded"]
+    if embedded["hidden_size"] % embedded["num_attention_heads"]:
+        problems.append(f"base_model.embedded.hidden_size = {embedded['hidden_size']}: must be a multiple of "
+                        f"num_attention_heads ({embedded['num_attention_heads']})")
+    if embedded["num_attention_heads"] % embedded["num_key_value_heads"]:
+        problems.append(f"base_model.embedded.num_key_value_heads = {embedded['num_key_value_heads']}: must divide "
+                        f"num_attention_heads ({embedded['num_attention_heads']})")
+    for run in config["runs"]:
+        training = run_settings(config, run)["training"]
+        if training["fp16"] and training["bf16"]:
+            problems.append(f"runs.{run}: training.fp16 and training.bf16 are both true; choose one")
+    return problems
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    where = f"`{path}`" if path else "the config"
+    value = error.instance
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        keys = ", ".join(f"`{'.'.join(filter(None, [path, str(k)]))}`" for k in extra)
+        return f"unknown key {keys}; allowed here: {', '.join(allowed)}"
+    if kind == "propertyNames" or (error.absolute_path and error.absolute_path[0] == "runs"
+                                   and kind in ("pattern", "not")):
+        return f"run name {value!r} is not allowed: use {RUN_NAME_RULE}"
+    if kind == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        hint = " (lora or full)" if missing == "method" else ""
+        return f"{where}: missing key `{missing}`{hint}"
+    if kind == "enum":
+        return f"{where} = {value!r}: allowed values are {', '.join(map(str, error.validator_value))}"
+    if kind == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where} = {value!r}: must be of type {expected}"
+    bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if kind in bounds:
+        return f"{where} = {value!r}: must be {bounds[kind]} {error.validator_value}"
+    if kind in ("minLength", "minItems", "minProperties"):
+        return f"{where} = {value!r}: must not be empty"
+    if kind == "oneOf" and path.endswith("target_modules"):
+        return f"{where} = {value!r}: must be null (PEFT's default) or a non-empty list of module names"
+    return f"{where} = {value!r}: {error.message}"
+
+
+def _fill_defaults(instance: dict, node: dict, schema: dict, path: tuple) -> None:
+    node = _resolve(node, schema)
+    for key, sub in node.get("properties", {}).items():
+        sub = _resolve(sub, schema)
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        # A run's `training` and `lora` are overrides: leaving them sparse keeps the global values.
+        if key == "runs" and not path:
+            continue
+        if isinstance(instance.get(key), dict):
+            _fill_defaults(instance[key], sub, schema, path + (key,))
+
+
+def _resolve(node: dict, schema: dict) -> dict:
+    while "$ref" in node:
+        target = schema
+        for part in node["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    return node
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))

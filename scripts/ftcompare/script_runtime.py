@@ -1,0 +1,59 @@
+"""What every entry script in scripts/ does around its work: log to the rule's log, fail clearly."""
+
+import logging
+import os
+import sys
+import traceback
+
+from ftcompare.errors import FtcompareError
+
+log = logging.getLogger("ftcompare")
+
+
+def redirect_output_to_log(log_path) -> int:
+    """Send this process's stdout and stderr (Python and native code alike) to `log_path`.
+
+    Returns a duplicate of the original stderr, where the one-line failure message goes.
+    """
+    console_fd = os.dup(2)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    return console_fd
+
+
+def run_script(main, smk) -> None:
+    """Run `main(smk)` with output to the rule's log; a FtcompareError exits 1 with its message."""
+    rule = getattr(smk, "rule", "job")
+    console_fd = redirect_output_to_log(smk.log[0])
+    try:
+        main(smk)
+    except FtcompareError as error:
+        log.error("%s", error)
+        _tell_console(console_fd, f"ftcompare: rule {rule}: {error}\n(full log: {smk.log[0]})\n")
+        sys.exit(1)
+    except BaseException as error:
+        if isinstance(error, SystemExit) and not error.code:
+            raise
+        traceback.print_exc()
+        _tell_console(console_fd, f"ftcompare: rule {rule} failed: {type(error).__name__}: {error}\n"
+                                  f"(traceback in {smk.log[0]})\n")
+        raise
+
+
+def _tell_console(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
