@@ -28,10 +28,10 @@ def load_schema(path=SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
-def validate_config(config: dict, workdir=".", schema: dict | None = None) -> dict:
+def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None) -> dict:
     """Return a validated copy of `config` with defaults filled in, or raise ConfigError.
 
-    `workdir` is where relative paths in the config (prompts file) are looked up.
+    Relative paths in the config (the prompts file) are looked up in `search_dirs`, in order.
     """
     schema = schema or load_schema()
     if not isinstance(config, dict):
@@ -43,7 +43,7 @@ def validate_config(config: dict, workdir=".", schema: dict | None = None) -> di
         raise ConfigError(_unique(problems))
     filled = copy.deepcopy(config)
     _fill_defaults(filled, schema, schema, path=())
-    problems = _check_semantics(filled, Path(workdir))
+    problems = _check_semantics(filled, [Path(d) for d in search_dirs])
     if problems:
         raise ConfigError(problems)
     return filled
@@ -72,11 +72,18 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def _check_semantics(config: dict, workdir: Path) -> list[str]:
+def resolve_path(path, search_dirs) -> Path:
+    """`path` itself if absolute, else the first of search_dirs/path that exists (else the first)."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    candidates = [Path(d) / path for d in search_dirs]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
     problems = []
-    prompts = Path(config["generation"]["prompts"])
-    prompts = prompts if prompts.is_absolute() else workdir / prompts
-    if not prompts.is_file():
+    if not resolve_path(config["generation"]["prompts"], search_dirs).is_file():
         problems.append(f"generation.prompts = {config['generation']['prompts']!r}: no such file "
                         f"(a YAML file with a `prompts:` list, like config/prompts.yaml)")
     embedded = config["base_model"]["embedded"]
@@ -86,6 +93,9 @@ def _check_semantics(config: dict, workdir: Path) -> list[str]:
     if embedded["num_attention_heads"] % embedded["num_key_value_heads"]:
         problems.append(f"base_model.embedded.num_key_value_heads = {embedded['num_key_value_heads']}: must divide "
                         f"num_attention_heads ({embedded['num_attention_heads']})")
+    if embedded["pretrain_seq_length"] > embedded["max_position_embeddings"]:
+        problems.append(f"base_model.embedded.pretrain_seq_length = {embedded['pretrain_seq_length']}: must be <= "
+                        f"max_position_embeddings ({embedded['max_position_embeddings']})")
     for run in config["runs"]:
         training = run_settings(config, run)["training"]
         if training["fp16"] and training["bf16"]:
@@ -111,7 +121,10 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         hint = " (lora or full)" if missing == "method" else ""
         return f"{where}: missing key `{missing}`{hint}"
     if kind == "enum":
-        return f"{where} = {value!r}: allowed values are {', '.join(map(str, error.validator_value))}"
+        allowed = [str(v) for v in error.validator_value]
+        listed = ", ".join(allowed) if len(allowed) <= 12 else (
+            ", ".join(allowed[:8]) + f", ... ({len(allowed)} in all: see config/config.schema.yaml)")
+        return f"{where} = {value!r}: allowed values are {listed}"
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected

@@ -1,0 +1,50 @@
+# Two commands on a fresh clone:
+#   make reproduce   virtual environment + the whole study on the embedded default (CPU, offline)
+#   make test        the test suite (installs what the tests need, Chromium included)
+# A torch already importable in $(VENV) (a ROCm or CUDA build you installed) is kept; otherwise
+# $(TORCH_SPEC) is installed. Example: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/rocm6.4"
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+CORES ?= all
+BIN := $(VENV)/bin
+SNAKEMAKE := $(BIN)/snakemake
+
+.PHONY: reproduce test install install-test report lint bench clean
+
+reproduce: install
+	$(SNAKEMAKE) --cores $(CORES)
+	@echo "Report: results/report/report.html"
+
+test: install-test
+	bash tests/setup_browser.sh
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+report: install
+	$(SNAKEMAKE) --cores $(CORES) --forcerun report
+	$(SNAKEMAKE) --report results/report/snakemake-report.zip
+
+lint: install
+	$(SNAKEMAKE) --lint
+
+bench: install-test
+	$(BIN)/python bench/telemetry_overhead.py
+
+clean:
+	rm -rf results .snakemake

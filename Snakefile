@@ -1,0 +1,26 @@
+# ftcompare: LoRA vs full-parameter fine-tuning, measured and reported end to end.
+# Quick start: `make reproduce` (embedded default, CPU, offline). The blog's setup on a GPU:
+#   snakemake --cores all --configfile config/blog.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/model.smk"
+include: "rules/train.smk"
+include: "rules/generate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.report.output,

@@ -1,0 +1,70 @@
+# Config validation (against config/config.schema.yaml, defaults filled in) and path helpers.
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from ftcompare.config import ConfigError, config_hash, resolve_path, run_settings, validate_config
+
+try:
+    _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
+except ConfigError as error:
+    sys.stderr.write(f"ftcompare: {error}\nSee config/config.schema.yaml for every key and what it allows.\n")
+    sys.exit(1)
+config.clear()
+config.update(_validated)
+
+WORKFLOW_DIR = Path(workflow.basedir)
+RESULTS = config["results_dir"]
+RUNS = list(config["runs"])
+MODELS = ["base"] + RUNS
+PROMPTS = str(resolve_path(config["generation"]["prompts"], [Path.cwd(), WORKFLOW_DIR]))
+# The report rule reruns when its template, style, captions or library code change.
+REPORT_SOURCES = sorted(
+    str(p)
+    for pattern in ("report/*.j2", "report/*.css", "report/*.rst", "scripts/ftcompare/report/*.py")
+    for p in WORKFLOW_DIR.glob(pattern)
+)
+# Measurements stay honest only if jobs never share the machine: each job takes every core.
+JOB_THREADS = workflow.cores
+USES_GPU = 1 if config["device"] == "cuda" else 0
+
+
+wildcard_constraints:
+    run="|".join(map(re.escape, RUNS)),
+    model="|".join(map(re.escape, MODELS)),
+
+
+def train_params(wildcards):
+    return run_settings(config, wildcards.run)
+
+
+def run_method(wildcards):
+    return "base" if wildcards.model == "base" else config["runs"][wildcards.model]["method"]
+
+
+def generate_inputs(wildcards):
+    inputs = {"base_model": f"{RESULTS}/models/base", "prompts": PROMPTS}
+    if wildcards.model != "base":
+        inputs["run_model"] = f"{RESULTS}/runs/{wildcards.model}/model"
+    return inputs
+
+
+def base_model_params():
+    """Only what the base model depends on: the embedded spec matters only for `embedded`."""
+    section = dict(config["base_model"])
+    if section["name"] != "embedded":
+        section.pop("embedded")
+    return section
+
+
+def data_params():
+    section = dict(config["data"])
+    if section["name"] != "embedded":
+        section.pop("embedded_rows")
+    return section
+
+
+def generation_params():
+    return {k: v for k, v in config["generation"].items() if k != "prompts"}

@@ -1,0 +1,33 @@
+rule generate:
+    input:
+        unpack(generate_inputs),
+    output:
+        generations=report(
+            f"{RESULTS}/generations/{{model}}.jsonl",
+            caption="../report/caption_generations.rst",
+            category="Generations",
+            labels={"model": "{model}"},
+        ),
+        telemetry=f"{RESULTS}/generations/{{model}}.telemetry.csv",
+        telemetry_summary=f"{RESULTS}/generations/{{model}}.telemetry.json",
+    params:
+        generation=generation_params(),
+        method=run_method,
+        dtype=config["base_model"]["dtype"],
+        seed=config["seed"],
+        device=config["device"],
+        telemetry=config["telemetry"],
+        trust_remote_code=config["trust_remote_code"],
+    log:
+        f"{RESULTS}/logs/generate/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate/{{model}}.tsv"
+    threads: JOB_THREADS
+    resources:
+        gpu=USES_GPU,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/generate.py"

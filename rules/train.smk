@@ -1,0 +1,40 @@
+rule train:
+    input:
+        train=f"{RESULTS}/data/train.parquet",
+        eval=f"{RESULTS}/data/eval.parquet",
+        data_card=f"{RESULTS}/data/data_card.json",
+        base_model=f"{RESULTS}/models/base",
+    output:
+        model=directory(f"{RESULTS}/runs/{{run}}/model"),
+        tensorboard=directory(f"{RESULTS}/runs/{{run}}/tensorboard"),
+        metrics=report(
+            f"{RESULTS}/runs/{{run}}/metrics.json",
+            caption="../report/caption_metrics.rst",
+            category="Runs",
+            subcategory="{run}",
+            labels={"run": "{run}", "file": "metrics"},
+        ),
+        log_history=f"{RESULTS}/runs/{{run}}/log_history.csv",
+        telemetry=f"{RESULTS}/runs/{{run}}/telemetry.csv",
+        telemetry_summary=f"{RESULTS}/runs/{{run}}/telemetry.json",
+    params:
+        settings=train_params,
+        dtype=config["base_model"]["dtype"],
+        device=config["device"],
+        telemetry=config["telemetry"],
+        trust_remote_code=config["trust_remote_code"],
+        # Outside the outputs on purpose: Snakemake deletes outputs before a rerun.
+        checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.run}",
+    log:
+        f"{RESULTS}/logs/train/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
+    threads: JOB_THREADS
+    resources:
+        gpu=USES_GPU,
+        mem_mb=16000,
+        runtime=720,
+    conda:
+        "../envs/train.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,24 @@
+"""Snakemake entry script of the base_model rule: write the base model folder (smk.output.model).
+
+params: base_model (the config's base_model section), seed, trust_remote_code.
+"""
+
+from ftcompare.base_model import materialize_base_model
+from ftcompare.embedded_model import EmbeddedModelSpec
+from ftcompare.script_runtime import log, run_script
+
+
+def main(smk):
+    section = smk.params.base_model
+    materialize_base_model(
+        name=section["name"],
+        revision=section.get("revision"),
+        dtype=section.get("dtype", "float32"),
+        trust_remote_code=bool(smk.params.trust_remote_code),
+        out_dir=smk.output.model,
+        embedded_spec=EmbeddedModelSpec.from_config({"seed": smk.params.seed, "base_model": section}),
+        log=log.info,
+    )
+
+
+run_script(main, snakemake)  # noqa: F821

@@ -1,0 +1,35 @@
+"""Snakemake entry: the fixed prompts through one model (rule `generate`, wildcard `model`)."""
+
+import json
+import logging
+
+from ftcompare.atomic import atomic_path
+from ftcompare.devices import resolve_device, set_cpu_threads
+from ftcompare.generation import generate_outputs, load_generation_model, load_prompts
+from ftcompare.script_runtime import run_script
+from ftcompare.telemetry import TelemetrySampler
+
+log = logging.getLogger("ftcompare.generate")
+
+
+def main(smk):
+    set_cpu_threads(smk.threads)
+    device = resolve_device(smk.params.device)
+    model_name = smk.wildcards.model
+    settings = smk.params.generation
+    prompts = load_prompts(smk.input.prompts)
+    telemetry = smk.params.telemetry
+    with TelemetrySampler(smk.output.telemetry, smk.output.telemetry_summary, backend=telemetry["backend"],
+                          interval_s=telemetry["interval_s"], job=f"generate {model_name}") as sampler:
+        sampler.set_phase("load")
+        model, tokenizer = load_generation_model(
+            smk.input.base_model, smk.input.get("run_model"), smk.params.method, settings["merge_lora"],
+            smk.params.dtype, smk.params.trust_remote_code, device)
+        sampler.set_phase("generate")
+        records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)
+    with atomic_path(smk.output.generations) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    log.info("%s: %d generations written to %s", model_name, len(records), smk.output.generations)
+
+
+run_script(main, snakemake)  # noqa: F821

@@ -1,0 +1,36 @@
+"""Snakemake entry script of the `report` rule: the HTML report, its figures and its tables."""
+
+from pathlib import Path
+
+from ftcompare.report.build import build_report
+from ftcompare.report.inputs import ReportInputPaths, load_report_inputs
+from ftcompare.report.provenance import snakemake_command_line
+from ftcompare.script_runtime import run_script
+
+
+def main(smk) -> None:
+    paths = ReportInputPaths(
+        metrics=list(smk.input.metrics),
+        log_history=list(smk.input.log_history),
+        train_telemetry=list(smk.input.train_telemetry),
+        generations=list(smk.input.generations),
+        data_card=smk.input.data_card,
+        base_card=_base_card(smk.input),
+        template=smk.input.template,
+        style=smk.input.style,
+    )
+    inputs = load_report_inputs(paths, runs=list(smk.params.runs), config=smk.params.config,
+                                config_hash=smk.params.config_hash, reference=smk.params.reference,
+                                title=smk.params.title)
+    build_report(inputs, smk.output.html, smk.output.figures, smk.output.tables,
+                 command_line=snakemake_command_line())
+
+
+def _base_card(smk_input) -> Path:
+    """The base model's card: named `base_card`, or found in the `base_model` folder."""
+    if hasattr(smk_input, "base_card"):
+        return Path(smk_input.base_card)
+    return Path(smk_input.base_model) / "ftcompare_model.json"
+
+
+run_script(main, snakemake)  # noqa: F821

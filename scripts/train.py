@@ -1,0 +1,69 @@
+"""Snakemake entry: fine-tune one run (rule `train`, wildcard `run`)."""
+
+import csv
+import hashlib
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from ftcompare.atomic import atomic_path, write_json
+from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_build
+from ftcompare.embedded_model import CARD_NAME
+from ftcompare.script_runtime import run_script
+from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
+from ftcompare.training import LOG_HISTORY_COLUMNS, RunPaths, train_run
+
+log = logging.getLogger("ftcompare.train")
+TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
+
+
+def main(smk):
+    settings = smk.params.settings
+    set_cpu_threads(smk.threads)
+    device = resolve_device(smk.params.device)
+    paths = RunPaths(
+        train_data=Path(smk.input.train),
+        eval_data=Path(smk.input.eval),
+        base_model=Path(smk.input.base_model),
+        model_out=Path(smk.output.model),
+        tensorboard=Path(smk.output.tensorboard),
+        checkpoints=Path(smk.params.checkpoints),
+    )
+    fingerprint = {
+        "settings": settings,
+        "dtype": smk.params.dtype,
+        "data": json.loads(Path(smk.input.data_card).read_text(encoding="utf-8"))["fingerprint"],
+        "base_model": hashlib.sha256((paths.base_model / CARD_NAME).read_bytes()).hexdigest(),
+    }
+    telemetry = smk.params.telemetry
+    with TelemetrySampler(smk.output.telemetry, smk.output.telemetry_summary, backend=telemetry["backend"],
+                          interval_s=telemetry["interval_s"], job=f"train {settings['run']}") as sampler:
+        metrics, rows = train_run(settings, paths, device, smk.params.dtype, smk.params.trust_remote_code,
+                                  fingerprint, sampler)
+    summary = sampler.summary
+    peak_mb, peak_source = peak_memory(summary)
+    energy = summary.get("energy_j")
+    metrics.update({
+        "device_name": device_name(device),
+        "peak_memory_mb": peak_mb,
+        "peak_memory_source": peak_source,
+        "memory": memory_figures(summary),
+        "energy_j": sum(energy.values()) if energy else None,
+        "energy_source": summary.get("energy_method") if energy else None,
+        "telemetry_backend": summary.get("backend"),
+        "torch_build": torch_build(),
+        "versions": {name: metadata.version(name) for name in TRAINING_PACKAGES},
+    })
+    with atomic_path(smk.output.log_history) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    write_json(smk.output.metrics, metrics)
+    log.info("run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
+             metrics["run"], metrics["final_train_loss"], metrics["eval_loss"],
+             metrics["eval_loss_before_training"], metrics["train_runtime_s"])
+
+
+run_script(main, snakemake)  # noqa: F821

@@ -1,0 +1,118 @@
+"""Config validation: defaults, per-run settings, and one clear message per problem."""
+
+import copy
+
+import pytest
+import yaml
+
+from ftcompare.config import ConfigError, config_hash, load_schema, run_settings, validate_config
+
+from conftest import REPO, load_yaml
+
+
+def test_default_and_blog_configs_validate(default_config, blog_config):
+    assert list(default_config["runs"]) == ["lora", "full"]
+    assert default_config["telemetry"] == {"backend": "auto", "interval_s": 0.5}
+    assert blog_config["base_model"]["name"] == "NousResearch/Llama-2-7b-chat-hf"
+    assert blog_config["data"]["name"] == "mlabonne/guanaco-llama2-1k"
+    assert run_settings(blog_config, "lora")["training"]["learning_rate"] == 4e-5
+    assert run_settings(blog_config, "full")["training"]["learning_rate"] == 4e-7
+
+
+def test_empty_config_takes_every_default():
+    config = validate_config({}, search_dirs=[REPO])
+    assert config["data"]["name"] == "embedded"
+    assert config["base_model"]["embedded"]["hidden_size"] == 128
+    assert config["training"]["per_device_train_batch_size"] == 4
+    assert config["lora"] == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.1, "bias": "none",
+                              "target_modules": None, "use_dora": False, "use_rslora": False}
+    assert set(config["runs"]) == {"lora", "full"}
+
+
+def test_run_overrides_stay_sparse_so_global_changes_reach_them():
+    config = validate_config({"training": {"logging_steps": 7},
+                              "runs": {"a": {"method": "full", "training": {"learning_rate": 1e-3}}}},
+                             search_dirs=[REPO])
+    assert config["runs"]["a"]["training"] == {"learning_rate": 1e-3}
+    assert run_settings(config, "a")["training"]["logging_steps"] == 7
+
+
+def test_hash_changes_with_any_value(default_config):
+    changed = copy.deepcopy(default_config)
+    changed["lora"]["r"] = 16
+    assert config_hash(changed) != config_hash(default_config)
+    assert config_hash(copy.deepcopy(default_config)) == config_hash(default_config)
+
+
+BAD_CONFIGS = [
+    ({"unknown_key": 1}, "unknown key `unknown_key`"),
+    ({"training": {"learning_rate": 0}}, "`training.learning_rate` = 0: must be > 0"),
+    ({"training": {"learning_rate": -1e-4}}, "`training.learning_rate` = -0.0001: must be > 0"),
+    ({"training": {"learning_rate": "fast"}}, "`training.learning_rate` = 'fast': must be of type number"),
+    ({"training": {"per_device_train_batch_size": 0}}, "`training.per_device_train_batch_size` = 0: must be >= 1"),
+    ({"training": {"optim": "adam_fancy"}}, "`training.optim` = 'adam_fancy': allowed values are adamw_torch"),
+    ({"training": {"lr_scheduler_type": "sawtooth"}}, "`training.lr_scheduler_type` = 'sawtooth': allowed values"),
+    ({"training": {"warmup_ratio": 1.5}}, "`training.warmup_ratio` = 1.5: must be < 1"),
+    ({"training": {"fp16": True, "bf16": True}}, "training.fp16 and training.bf16 are both true"),
+    ({"training": {"gradient_checkpointing": "yes"}}, "`training.gradient_checkpointing` = 'yes': must be of type boolean"),
+    ({"lora": {"r": 0}}, "`lora.r` = 0: must be >= 1"),
+    ({"lora": {"lora_dropout": 1.0}}, "`lora.lora_dropout` = 1.0: must be < 1"),
+    ({"lora": {"lora_dropout": -0.1}}, "`lora.lora_dropout` = -0.1: must be >= 0"),
+    ({"lora": {"bias": "some"}}, "`lora.bias` = 'some': allowed values are none, all, lora_only"),
+    ({"lora": {"target_modules": []}}, "`lora.target_modules` = []: must be null"),
+    ({"runs": {"x": {"method": "qlora4"}}}, "`runs.x.method` = 'qlora4': allowed values are lora, full"),
+    ({"runs": {"x": {}}}, "`runs.x`: missing key `method` (lora or full)"),
+    ({"runs": {"../escape": {"method": "lora"}}}, "run name '../escape' is not allowed"),
+    ({"runs": {"a b": {"method": "lora"}}}, "run name 'a b' is not allowed"),
+    ({"runs": {"base": {"method": "full"}}}, "run name 'base' is not allowed"),
+    ({"runs": {}}, "`runs` = {}: must not be empty"),
+    ({"runs": {"x": {"method": "lora", "training": {"max_steps": -5}}}}, "`runs.x.training.max_steps` = -5: must be >= -1"),
+    ({"runs": {"x": {"method": "lora", "lora": {"rank": 4}}}}, "unknown key `runs.x.lora.rank`"),
+    ({"telemetry": {"backend": "rocm-smi"}}, "`telemetry.backend` = 'rocm-smi': allowed values are auto, amdsmi, nvml"),
+    ({"telemetry": {"interval_s": 0}}, "`telemetry.interval_s` = 0: must be >= 0.01"),
+    ({"device": "tpu"}, "`device` = 'tpu': allowed values are auto, cpu, cuda"),
+    ({"generation": {"prompts": "no/such/prompts.yaml"}}, "generation.prompts = 'no/such/prompts.yaml': no such file"),
+    ({"generation": {"max_new_tokens": 0}}, "`generation.max_new_tokens` = 0: must be >= 1"),
+    ({"data": {"eval_fraction": 0}}, "`data.eval_fraction` = 0: must be > 0"),
+    ({"seed": -1}, "`seed` = -1: must be >= 0"),
+    ({"base_model": {"embedded": {"hidden_size": 100, "num_attention_heads": 3}}},
+     "base_model.embedded.hidden_size = 100: must be a multiple of num_attention_heads (3)"),
+    ({"base_model": {"embedded": {"pretrain_seq_length": 1024, "max_position_embeddings": 512}}},
+     "base_model.embedded.pretrain_seq_length = 1024: must be <= max_position_embeddings (512)"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_CONFIGS, ids=[m[:40] for _, m in BAD_CONFIGS])
+def test_bad_config_is_refused_with_a_message_naming_the_key(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        validate_config(overrides, search_dirs=[REPO])
+    text = str(caught.value)
+    assert message in text
+    assert "Traceback" not in text
+    assert all(len(line) < 400 for line in text.splitlines())
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"lora": {"r": 0}, "training": {"learning_rate": 0}, "bogus": 1}, search_dirs=[REPO])
+    assert len(caught.value.problems) == 3
+
+
+def test_schema_enums_match_the_installed_transformers():
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    training = load_schema()["$defs"]["training"]["properties"]
+    assert training["optim"]["enum"] == [o.value for o in OptimizerNames]
+    assert training["lr_scheduler_type"]["enum"] == [s.value for s in SchedulerType]
+
+
+def test_prompts_file_lists_the_blog_prompt_first():
+    prompts = yaml.safe_load((REPO / "config" / "prompts.yaml").read_text())["prompts"]
+    assert prompts[0] == "What do you think is the most important part of building an AI chatbot?"
+    assert len(prompts) == 8
+
+
+def test_blog_config_sets_every_training_key_so_nothing_leaks_from_the_default():
+    schema_keys = set(load_schema()["$defs"]["training"]["properties"])
+    assert set(load_yaml("blog.yaml")["training"]) == schema_keys

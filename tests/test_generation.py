@@ -1,0 +1,72 @@
+"""Generation: prompt format, prompt file checks, batched greedy decoding with left padding."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ftcompare.errors import FtcompareError
+from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs, load_prompts
+
+SETTINGS = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 4,
+            "merge_lora": True}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_tokenizer():
+    words = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]"] + [f"w{i}" for i in range(40)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        pad_token="<pad>", unk_token="<unk>")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
+                                         pad_token_id=3))
+    model.eval()
+    return model, tokenizer
+
+
+def test_format_is_the_llama_2_chat_format():
+    assert format_prompt("Hi there?") == "<s>[INST] Hi there? [/INST]"
+
+
+def test_load_prompts(tmp_path):
+    good = tmp_path / "p.yaml"
+    good.write_text("prompts:\n  - ' one '\n  - two\n")
+    assert load_prompts(good) == ["one", "two"]
+    for text in ["prompts: []\n", "prompts:\n  - ''\n", "- a\n", "prompts: [1, 2]\n", "prompts: [a\n"]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(FtcompareError, match="prompts file"):
+            load_prompts(bad)
+    with pytest.raises(FtcompareError, match="cannot be read"):
+        load_prompts(tmp_path / "missing.yaml")
+
+
+def test_until_eos_keeps_the_eos_and_drops_padding():
+    assert _until_eos([5, 6, 2, 3, 3], eos_id=2, pad_id=3) == [5, 6, 2]
+    assert _until_eos([5, 6, 3, 3], eos_id=2, pad_id=3) == [5, 6]
+    assert _until_eos([5, 6], eos_id=2, pad_id=2) == [5, 6]
+
+
+def test_greedy_config_names_no_sampling_options(tiny_model_and_tokenizer):
+    _, tokenizer = tiny_model_and_tokenizer
+    config = build_generation_config(SETTINGS, tokenizer)
+    assert config.do_sample is False and config.max_new_tokens == 6
+    assert config.temperature is None and config.top_p is None
+    sampled = build_generation_config({**SETTINGS, "do_sample": True, "temperature": 0.7, "top_p": 0.9}, tokenizer)
+    assert sampled.temperature == 0.7 and sampled.top_p == 0.9
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_and_tokenizer):
+    model, tokenizer = tiny_model_and_tokenizer
+    prompts = ["w1 w2 w3 w4 w5", "w7", "w9 w10", "w11 w12 w13", "w20"]
+    batched = generate_outputs(model, tokenizer, prompts, SETTINGS, seed=0, model_name="base")
+    single = generate_outputs(model, tokenizer, prompts, {**SETTINGS, "batch_size": 1}, seed=0, model_name="base")
+    assert [r["output"] for r in batched] == [r["output"] for r in single]
+    assert [r["prompt_id"] for r in batched] == [0, 1, 2, 3, 4]
+    assert all(1 <= r["new_tokens"] <= 6 and r["seconds"] > 0 for r in batched)
+    assert batched[0]["formatted_prompt"] == "<s>[INST] w1 w2 w3 w4 w5 [/INST]"
+    assert {r["batch_size"] for r in batched} == {4, 1}

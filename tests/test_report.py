@@ -1,0 +1,630 @@
+"""The report stage, rendered from the fixture results in tests/fixtures/results/ (no training).
+
+The HTML is read back with the standard library's html.parser and every number in the headline
+table is checked against the runs' metrics.json and telemetry summaries, read here independently.
+"""
+
+import atexit
+import csv
+import functools
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from dataclasses import dataclass, field, replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import yaml
+
+from ftcompare.config import config_hash, validate_config
+from ftcompare.errors import FtcompareError
+from ftcompare.report.build import ReportOutputs, build_report
+from ftcompare.report.figure_style import save_figure
+from ftcompare.report.figures import report_figures
+from ftcompare.report.inputs import ReportInputPaths, load_report_inputs
+from ftcompare.report.latex import escape_latex, table_to_latex
+from ftcompare.report.table import Cell, Column, Table
+from ftcompare.report.verdict import run_verdict
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "results"
+BLOG_RUNS = ["lora", "full"]
+CPU_RUNS = ["lora", "lora-r64", "full"]
+BLOG_FIGURES = ["training_loss_vs_step", "training_loss_vs_time", "memory_over_time",
+                "utilisation_power_over_time", "cost_per_run"]
+
+
+# --------------------------------------------------------------------------------------------
+# Building the fixture reports (once per test session; the browser test reuses the blog one)
+
+def fixture_paths(scenario: str, runs: list[str]) -> ReportInputPaths:
+    root = FIXTURES / scenario
+    return ReportInputPaths(
+        metrics=[root / "runs" / run / "metrics.json" for run in runs],
+        log_history=[root / "runs" / run / "log_history.csv" for run in runs],
+        train_telemetry=[root / "runs" / run / "telemetry.json" for run in runs],
+        generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
+        data_card=root / "data" / "data_card.json",
+        base_card=root / "models" / "base" / "ftcompare_model.json",
+        template=REPO / "report" / "report.html.j2",
+        style=REPO / "report" / "style.css",
+    )
+
+
+def blog_config() -> dict:
+    raw = yaml.safe_load((REPO / "config" / "blog.yaml").read_text(encoding="utf-8"))
+    return validate_config(raw, search_dirs=[REPO])
+
+
+def cpu_config() -> dict:
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    raw["runs"] = {"lora": raw["runs"]["lora"],
+                   "lora-r64": {"method": "lora", "lora": {"r": 64, "lora_alpha": 64},
+                                "training": {"learning_rate": 2.0e-3}},
+                   "full": raw["runs"]["full"]}
+    return validate_config(raw, search_dirs=[REPO])
+
+
+def scratch_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="ftcompare-report-test-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@functools.cache
+def built_blog_report() -> ReportOutputs:
+    config = blog_config()
+    inputs = load_report_inputs(fixture_paths("blog_mi250", BLOG_RUNS), BLOG_RUNS, config,
+                                config_hash(config), config["report"]["reference"], config["report"]["title"])
+    out = scratch_dir() / "report"
+    return build_report(inputs, out / "report.html", out / "figures", out / "tables",
+                        command_line="snakemake --cores all --configfile config/blog.yaml")
+
+
+ENTRY_SCRIPT_DRIVER = textwrap.dedent("""
+    import json, runpy, sys
+    from types import SimpleNamespace
+    spec = json.loads(sys.argv[1])
+    snakemake = SimpleNamespace(rule="report", log=[spec["log"]],
+                                input=SimpleNamespace(**spec["input"]),
+                                params=SimpleNamespace(**spec["params"]),
+                                output=SimpleNamespace(**spec["output"]))
+    runpy.run_path(spec["script"], init_globals={"snakemake": snakemake}, run_name="__main__")
+""")
+
+
+def run_entry_script(paths: ReportInputPaths, runs, config, out: Path, base_as_folder: bool):
+    """scripts/report.py as Snakemake runs it: its own process, a `snakemake` object, a log."""
+    smk_input = {"metrics": [str(p) for p in paths.metrics], "log_history": [str(p) for p in paths.log_history],
+                 "train_telemetry": [str(p) for p in paths.train_telemetry],
+                 "generations": [str(p) for p in paths.generations], "data_card": str(paths.data_card),
+                 "template": str(paths.template), "style": str(paths.style)}
+    if base_as_folder:
+        smk_input["base_model"] = str(Path(paths.base_card).parent)
+    else:
+        smk_input["base_card"] = str(paths.base_card)
+    spec = {
+        "script": str(REPO / "scripts" / "report.py"), "log": str(out / "report.log"), "input": smk_input,
+        "params": {"runs": runs, "config": config, "config_hash": config_hash(config),
+                   "reference": config["report"]["reference"], "title": config["report"]["title"]},
+        "output": {"html": str(out / "report.html"), "figures": str(out / "figures"), "tables": str(out / "tables")},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, "-c", ENTRY_SCRIPT_DRIVER, json.dumps(spec)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")})
+
+
+@functools.cache
+def built_cpu_report() -> Path:
+    out = scratch_dir() / "report"
+    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out,
+                            base_as_folder=True)
+    assert done.returncode == 0, done.stderr + (out / "report.log").read_text()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# A small DOM on top of html.parser
+
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                 "wbr"}
+
+
+@dataclass
+class Element:
+    tag: str
+    attrs: dict
+    children: list = field(default_factory=list)
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self):
+        for child in self.children:
+            if isinstance(child, Element):
+                yield child
+                yield from child.iter()
+
+    def find_all(self, tag=None, cls=None, **attrs):
+        return [e for e in self.iter() if (tag is None or e.tag == tag)
+                and (cls is None or cls in e.attrs.get("class", "").split())
+                and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+
+    def find(self, tag=None, cls=None, **attrs):
+        found = self.find_all(tag, cls, **attrs)
+        assert found, f"no <{tag} class={cls} {attrs}>"
+        return found[0]
+
+
+class DomBuilder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = Element("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag, attrs):
+        element = Element(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(element)
+        if tag not in VOID_ELEMENTS:
+            self.stack.append(element)
+
+    def handle_endtag(self, tag):
+        if tag in VOID_ELEMENTS:
+            return
+        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+
+def parse_html(path: Path) -> Element:
+    builder = DomBuilder()
+    builder.feed(Path(path).read_text(encoding="utf-8"))
+    builder.close()
+    assert builder.stack == [builder.root], "unclosed elements: " + ", ".join(e.tag for e in builder.stack[1:])
+    return builder.root
+
+
+def table_rows(dom: Element, table_id: str) -> dict[str, dict[str, Element]]:
+    """{row name: {column key: <td>}} of one of the report's data tables."""
+    table = dom.find("table", id=table_id)
+    rows = {}
+    for tr in table.find("tbody").find_all("tr"):
+        name = tr.find("th").text().strip()
+        rows[name] = {td.attrs["data-key"]: td for td in tr.find_all("td")}
+    return rows
+
+
+def shown(td: Element) -> str:
+    return td.find("span", cls="v").text().strip()
+
+
+def assert_shows(td: Element, expected: float, key: str = "") -> None:
+    """The cell holds exactly `expected` and prints it correctly rounded."""
+    assert "data-value" in td.attrs, f"{key}: no number in the cell ({shown(td)!r})"
+    assert math.isclose(float(td.attrs["data-value"]), expected, rel_tol=1e-9, abs_tol=1e-12), key
+    text = shown(td).replace(",", "")
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    assert abs(float(text) - expected) <= 0.5 * 10 ** -decimals + 1e-9, f"{key}: {text} for {expected}"
+
+
+def source_of(td: Element, dom: Element, table_id: str) -> str:
+    """The cell's source: its mark, looked up in the key under its table (and its tooltip)."""
+    mark = td.find("sup", cls="source")
+    key = dom.find("div", cls="table-block", data_table=table_id).find("dl", cls="sources")
+    sources = {dt.text(): dd.text() for dt, dd in zip(key.find_all("dt"), key.find_all("dd"))}
+    assert sources[mark.text()] == mark.attrs["title"]
+    return sources[mark.text()]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# The blog scenario: GPU telemetry, published figures
+
+@pytest.fixture(scope="module")
+def blog():
+    outputs = built_blog_report()
+    return outputs, parse_html(outputs.html)
+
+
+def test_every_run_and_the_base_model_appear(blog):
+    _, dom = blog
+    assert list(table_rows(dom, "headline")) == ["base", *BLOG_RUNS]
+    assert [li.attrs["data-run"] for li in dom.find("ul", cls="verdicts").find_all("li")] == BLOG_RUNS
+    prompts = dom.find_all("article", cls="prompt")
+    assert len(prompts) == 4
+    for prompt in prompts:
+        assert [s.attrs["data-model"] for s in prompt.find_all("section", cls="answer")] == ["base", *BLOG_RUNS]
+
+
+def test_headline_numbers_equal_the_metrics_and_telemetry_summaries(blog):
+    _, dom = blog
+    rows = table_rows(dom, "headline")
+    metrics = {run: read_json(FIXTURES / "blog_mi250" / "runs" / run / "metrics.json") for run in BLOG_RUNS}
+    telemetry = {run: read_json(FIXTURES / "blog_mi250" / "runs" / run / "telemetry.json") for run in BLOG_RUNS}
+    for run in BLOG_RUNS:
+        m, cells = metrics[run], rows[run]
+        for key in ["trainable_params", "trainable_pct", "final_train_loss", "mean_train_loss", "eval_loss",
+                    "eval_perplexity", "train_runtime_s", "train_samples_per_s", "train_tokens_per_s",
+                    "train_nonpad_tokens_per_s"]:
+            assert_shows(cells[key], m[key], f"{run}.{key}")
+        assert_shows(cells["peak_allocated_mb"], m["memory"]["torch_max_allocated_mb"]["value"])
+        device_peak = telemetry[run]["peaks"]["cuda:0"]["vram_used_mb"]
+        assert m["memory"]["device_vram_used_mb"]["value"] == device_peak
+        assert_shows(cells["peak_device_memory_mb"], device_peak)
+        assert "VRAM used" in source_of(cells["peak_device_memory_mb"], dom, "headline")
+        assert "torch.cuda.max_memory_allocated" in source_of(cells["peak_allocated_mb"], dom, "headline")
+        assert sum(telemetry[run]["energy_j"].values()) == m["energy_j"]
+        assert_shows(cells["energy_kj"], m["energy_j"] / 1000)
+        full = metrics["full"]
+        assert_shows(cells["time_vs_full"], m["train_runtime_s"] / full["train_runtime_s"])
+        assert_shows(cells["memory_vs_full"], device_peak / telemetry["full"]["peaks"]["cuda:0"]["vram_used_mb"])
+        assert_shows(cells["energy_vs_full"], m["energy_j"] / full["energy_j"])
+    base = rows["base"]
+    assert_shows(base["eval_loss"], metrics["lora"]["eval_loss_before_training"])
+    assert_shows(base["eval_perplexity"], math.exp(metrics["lora"]["eval_loss_before_training"]))
+    assert shown(base["train_runtime_s"]) == "—" and shown(base["trainable_params"]) == "—"
+
+
+def test_every_header_names_its_unit(blog):
+    _, dom = blog
+    thead = dom.find("table", id="headline").find("thead")
+    for th in thead.find_all("th"):
+        if "data-key" not in th.attrs or th.attrs["data-key"] in ("model", "method"):
+            continue
+        assert th.attrs["data-unit"] and f"[{th.attrs['data-unit']}]" in thead.text(), th.text()
+    groups = {th.text() for th in thead.find_all("th", cls="group")}
+    assert "Training loss[nats/token]" in groups and "Peak memory[MB]" in groups
+
+
+def test_verdicts_say_whether_losses_beat_the_base_model(blog):
+    _, dom = blog
+    verdicts = {li.attrs["data-run"]: li.text() for li in dom.find("ul", cls="verdicts").find_all("li")}
+    assert "lora: final training loss 1.384 and held-out eval loss 1.413 are both below the base model's " \
+           "eval loss before training (1.521)." in verdicts["lora"]
+    assert "Against full, lora took 0.04× the training time, 0.65× the peak device-wide memory" in verdicts["lora"]
+
+
+def test_model_output_is_escaped(blog):
+    outputs, dom = blog
+    raw = outputs.html.read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    assert not dom.find_all("script")
+    full_answer = dom.find("article", data_prompt_id="0").find("section", data_model="full")
+    assert "<script>alert(1)</script>" in full_answer.text()
+    assert "question & answers" in full_answer.text()
+
+
+def test_long_answers_fold(blog):
+    _, dom = blog
+    base_answer = dom.find("article", data_prompt_id="0").find("section", data_model="base")
+    fold = base_answer.find("details", cls="output-fold")
+    assert "designing it around the needs of its users" in fold.find("div", cls="output").text()
+    assert "1. Natural language understanding" in fold.text()
+    short = dom.find("article", data_prompt_id="5").find("section", data_model="lora")
+    assert not short.find_all("details")
+    assert "35 tokens" in short.find("h4").text()
+
+
+def test_the_page_is_self_contained(blog):
+    outputs, dom = blog
+    assert not dom.find_all("script") and not dom.find_all("link")
+    images = dom.find_all("img")
+    assert len(images) == len(BLOG_FIGURES)
+    assert all(img.attrs["src"].startswith("data:image/png;base64,") for img in images)
+    for element in dom.iter():
+        for attribute in ("src", "href", "action", "srcset", "poster"):
+            value = element.attrs.get(attribute)
+            assert value is None or value.startswith(("#", "data:")), (element.tag, value)
+    csp = dom.find("meta", http_equiv="Content-Security-Policy").attrs["content"]
+    assert "default-src 'none'" in csp
+    assert "url(" not in dom.find("style").text() and "@import" not in dom.find("style").text()
+
+
+def test_published_figures_stand_beside_this_study(blog):
+    _, dom = blog
+    reference = blog_config()["report"]["reference"]
+    rows = table_rows(dom, "reference-table")
+    metrics = read_json(FIXTURES / "blog_mi250" / "runs" / "lora" / "metrics.json")
+    assert_shows(rows["Training runtime"]["lora_published"], reference["lora"]["train_runtime_s"])
+    assert_shows(rows["Training runtime"]["lora_this_study"], metrics["train_runtime_s"])
+    assert_shows(rows["Training runtime"]["lora_ratio"],
+                 metrics["train_runtime_s"] / reference["lora"]["train_runtime_s"])
+    assert_shows(rows["Final training loss"]["full_published"], reference["full"]["final_train_loss"])
+    assert_shows(rows["Trainable parameters"]["full_this_study"], 6738415616)
+    telemetry = read_json(FIXTURES / "blog_mi250" / "runs" / "full" / "telemetry.json")["peaks"]["cuda:0"]
+    assert_shows(rows["Peak VRAM used"]["full_this_study"],
+                 100 * telemetry["vram_used_mb"] / telemetry["vram_total_mb"])
+    notes = dom.find("div", cls="table-block", data_table="reference-table").find("ul", cls="notes").text()
+    assert ("Hardware for lora: published on 1x AMD Instinct MI250 (2 GCDs); "
+            "this study on AMD Instinct MI250X/MI250.") in notes
+
+
+def test_provenance(blog):
+    outputs, dom = blog
+    provenance = dom.find("section", id="provenance").text()
+    config = blog_config()
+    assert config_hash(config) in provenance
+    assert "trust_remote_code" in provenance and "off: no code from model repositories was run" in provenance
+    assert "snakemake --cores all --configfile config/blog.yaml" in provenance
+    assert re.search(r"torch \S+ \((CPU|CUDA \S+|ROCm \S+) build\)", provenance)
+    assert "AMD Instinct MI250X/MI250" in provenance and "6.8.5" in provenance  # device and driver
+    assert "torch 2.6.0+rocm6.2.4 (ROCm 6.2.41134 build) in run lora" in provenance
+    versions = {tr.find("th").text(): [td.text() for td in tr.find_all("td")]
+                for tr in dom.find("table", id="run-versions").find("tbody").find_all("tr")}
+    assert versions["peft"] == ["0.21.2", "0.21.2"]
+    assert "mlabonne/guanaco-llama2-1k" in provenance and "NousResearch/Llama-2-7b-chat-hf" in provenance
+    assert "2026-11-20T09:12:04+00:00" in provenance  # the lora run's start
+    assert re.search(r"([0-9a-f]{40}, (clean|dirty) tree|unknown \(not a git checkout)", provenance)
+    assert re.search(r"transformers\s*\S+", provenance) and "matplotlib" in provenance
+    config_text = dom.find("pre", cls="config").text()
+    assert yaml.safe_load(config_text) == config
+
+
+def test_every_figure_exists_in_every_format(blog):
+    outputs, dom = blog
+    assert list(outputs.figures) == BLOG_FIGURES
+    for name, files in outputs.figures.items():
+        assert files.pdf.read_bytes().startswith(b"%PDF-"), name
+        assert b"<svg" in files.svg.read_bytes()[:2000], name
+        assert files.png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+    on_disk = sorted(p.name for p in outputs.figures[BLOG_FIGURES[0]].png.parent.iterdir())
+    assert on_disk == sorted(f"{name}.{ext}" for name in BLOG_FIGURES for ext in ("pdf", "svg", "png"))
+    for figure in dom.find_all("figure"):
+        caption = figure.find("figcaption").text()
+        assert "Source:" in caption or "from metrics.json" in caption, caption
+        assert re.search(r"nats|MB|\(W\)|kJ", caption), caption
+
+
+def test_figures_are_byte_for_byte_reproducible(tmp_path):
+    config = blog_config()
+    inputs = load_report_inputs(fixture_paths("blog_mi250", BLOG_RUNS), BLOG_RUNS, config, "x", {}, "t")
+    runs = inputs.runs
+    for attempt in ("a", "b"):
+        specs, _ = report_figures(runs, 1.52)
+        for spec in specs:
+            if spec.name in ("training_loss_vs_step", "cost_per_run"):
+                save_figure(spec.figure, tmp_path / attempt, spec.name)
+            else:
+                plt.close(spec.figure)
+    for path in sorted((tmp_path / "a").iterdir()):
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+
+
+def test_headline_csv_matches_the_html(blog):
+    outputs, dom = blog
+    rows = list(csv.DictReader((outputs.tables[0].parent / "headline.csv").open(encoding="utf-8")))
+    assert [row["model"] for row in rows] == ["base", *BLOG_RUNS]
+    html_rows = table_rows(dom, "headline")
+    for row in rows[1:]:
+        for key in ("final_train_loss", "eval_loss", "train_runtime_s", "peak_device_memory_mb", "energy_kj"):
+            assert abs(float(row[key]) - float(html_rows[row["model"]][key].attrs["data-value"])) < 0.51
+            assert float(row[key]) == float(shown(html_rows[row["model"]][key]).replace(",", ""))
+        assert row["peak_device_memory_mb_source"].startswith("VRAM used")
+    assert rows[0]["train_runtime_s"] == "" and float(rows[0]["eval_loss"]) == 1.521
+
+
+def test_latex_tables_are_compile_ready(blog):
+    outputs, _ = blog
+    tables = outputs.tables[0].parent
+    for name in ("headline.tex", "headline_transposed.tex", "reference.tex"):
+        assert_compile_ready((tables / name).read_text(encoding="utf-8"))
+    headline = (tables / "headline.tex").read_text(encoding="utf-8")
+    assert "\\toprule" in headline and "\\midrule" in headline and "\\bottomrule" in headline
+    assert "4\\,194\\,304" in headline and "[\\% of all]" in headline and "Ratio to full [$\\times$]" in headline
+    compile_if_possible(tables / "headline.tex")
+
+
+def test_latex_escapes_every_special_character():
+    text = "a&b%c$d#e_f{g}h~i^j\\k"
+    assert escape_latex(text) == ("a\\&b\\%c\\$d\\#e\\_f\\{g\\}h\\textasciitilde{}i"
+                                  "\\textasciicircum{}j\\textbackslash{}k")
+    table = Table([Column("model", "Model"), Column("value_s", "Time_total", "s", decimals=1)],
+                  [[Cell("run_1 & {x}"), Cell(1234.56)], [Cell("100%~#$^\\"), Cell(None)]],
+                  notes=["50% of runs_used $"])
+    latex = table_to_latex(table, "Caption with _ and &", "tab:x y")
+    assert "run\\_1 \\& \\{x\\} & 1\\,234.6 \\\\" in latex
+    assert "100\\%\\textasciitilde{}\\#\\$\\textasciicircum{}\\textbackslash{} & --- \\\\" in latex
+    assert "\\label{tab:x-y}" in latex
+    assert_compile_ready(latex)
+
+
+def assert_compile_ready(latex: str) -> None:
+    body = "\n".join(line for line in latex.splitlines() if not line.lstrip().startswith("%"))
+    unescaped = re.sub(r"\\[\\{}&%$#_]", "", body)
+    depth = 0
+    for char in unescaped:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        assert depth >= 0, "a } closes nothing"
+    assert depth == 0, "unbalanced braces"
+    stack = []
+    for kind, name in re.findall(r"\\(begin|end)\{([^}]*)\}", body):
+        if kind == "begin":
+            stack.append(name)
+        else:
+            assert stack and stack.pop() == name, f"\\end{{{name}}} does not close the open environment"
+    assert not stack, f"unclosed environments {stack}"
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", body).group(1)
+    rows = body.split("\\toprule")[1].split("\\bottomrule")[0]
+    for line in rows.splitlines():
+        if line.endswith("\\\\"):
+            cells = re.split(r"(?<!\\)&", line)
+            spans = [re.match(r"\s*\\multicolumn\{(\d+)\}", cell) for cell in cells]
+            assert sum(int(span.group(1)) if span else 1 for span in spans) == len(spec), line
+    for char in "%$#_":  # unescaped specials outside the comments
+        assert not re.search(rf"(?<!\\){re.escape(char)}", body.replace("$\\times$", "")), char
+
+
+def compile_if_possible(table_file: Path) -> None:
+    """With pdflatex installed, compile the table in a minimal document; otherwise the structural
+    checks above stand alone."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        return
+    work = table_file.parent / "latex-check"
+    work.mkdir(exist_ok=True)
+    (work / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=1cm,"
+                                  "landscape]{geometry}\\begin{document}\\input{" + str(table_file) +
+                                  "}\\end{document}\n", encoding="utf-8")
+    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=work,
+                          capture_output=True, text=True, timeout=120)
+    shutil.rmtree(work, ignore_errors=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+# --------------------------------------------------------------------------------------------
+# The embedded default on a CPU, through the entry script: no VRAM, power or energy
+
+@pytest.fixture(scope="module")
+def cpu():
+    out = built_cpu_report()
+    return out, parse_html(out / "report.html")
+
+
+def test_entry_script_builds_every_output(cpu):
+    out, dom = cpu
+    assert list(table_rows(dom, "headline")) == ["base", *CPU_RUNS]
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == sorted(f"{n}.{e}" for n in ["training_loss_vs_step", "training_loss_vs_time",
+                                                   "memory_over_time", "cost_per_run"] for e in ("pdf", "svg", "png"))
+    assert sorted(p.name for p in (out / "tables").iterdir()) == [
+        "generation.csv", "headline.csv", "headline.tex", "headline_transposed.tex"]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_cpu_runs_show_process_memory_and_no_energy(cpu):
+    _, dom = cpu
+    rows = table_rows(dom, "headline")
+    root = FIXTURES / "embedded_cpu" / "runs"
+    # lora's metrics.json has no RSS figure: the telemetry summary's peak stands in.
+    lora_peak = read_json(root / "lora" / "telemetry.json")["peaks"]["cpu"]["rss_mb"]
+    assert_shows(rows["lora"]["peak_device_memory_mb"], lora_peak)
+    assert source_of(rows["lora"]["peak_device_memory_mb"], dom, "headline") == "process RSS (telemetry peak, cpu)"
+    r64 = read_json(root / "lora-r64" / "metrics.json")["memory"]["rss_mb"]["value"]
+    assert_shows(rows["lora-r64"]["peak_device_memory_mb"], r64)
+    for run in CPU_RUNS:
+        assert shown(rows[run]["peak_allocated_mb"]) == "—"
+        assert shown(rows[run]["energy_kj"]) == "—" and shown(rows[run]["energy_vs_full"]) == "—"
+    assert_shows(rows["lora"]["train_runtime_s"], 38.2)
+    notes = dom.find("section", id="figures").text()
+    assert "No utilisation or power figure" in notes and "backend: cpu" in notes
+    assert not dom.find_all("section", id="reference")
+
+
+def test_cpu_verdicts_cover_a_run_that_did_not_beat_the_base_model(cpu):
+    _, dom = cpu
+    verdicts = {li.attrs["data-run"]: li for li in dom.find("ul", cls="verdicts").find_all("li")}
+    assert "full: final training loss 3.185 is below the base model's eval loss before training (3.891), " \
+           "but its held-out eval loss 3.903 is not." in verdicts["full"].text()
+    assert verdicts["lora"].attrs["class"] == "good" and verdicts["full"].attrs["class"] == "mixed"
+
+
+def test_html_in_model_output_is_text(cpu):
+    out, dom = cpu
+    assert "<b>bold</b>" not in (out / "report.html").read_text(encoding="utf-8")
+    assert not dom.find_all("b")
+    answer = dom.find("article", data_prompt_id="3").find("section", data_model="base")
+    assert "read the data <b>bold</b> & the" in answer.text()
+
+
+def test_resumed_run_is_reported(cpu):
+    _, dom = cpu
+    runs = dom.find("table", id="run-settings")
+    full_row = next(tr for tr in runs.find_all("tr") if tr.find_all("th") and tr.find("th").text() == "full")
+    assert "150" in full_row.text()
+
+
+def test_entry_script_accepts_a_base_card_input(tmp_path):
+    paths = fixture_paths("embedded_cpu", ["lora"])
+    config = cpu_config()
+    config["runs"] = {"lora": config["runs"]["lora"]}
+    done = run_entry_script(paths, ["lora"], config, tmp_path, base_as_folder=False)
+    assert done.returncode == 0, done.stderr + (tmp_path / "report.log").read_text()
+    dom = parse_html(tmp_path / "report.html")
+    rows = table_rows(dom, "headline")
+    assert list(rows) == ["base", "lora"]
+    assert shown(rows["lora"]["time_vs_full"]) == "—"  # no full fine-tune to compare with
+    assert "No run is a full fine-tune" in dom.find("section", id="glance").text()
+
+
+# --------------------------------------------------------------------------------------------
+# Failing clearly, leaving nothing half-written
+
+def test_a_broken_template_fails_before_anything_is_written(tmp_path):
+    broken = tmp_path / "report.html.j2"
+    broken.write_text("{% for x in %}", encoding="utf-8")
+    paths = fixture_paths("embedded_cpu", ["lora"])
+    paths = replace(paths, template=broken)
+    inputs = load_report_inputs(paths, ["lora"], cpu_config(), "x", {}, "t")
+    with pytest.raises(FtcompareError, match="report.html.j2, line 1"):
+        build_report(inputs, tmp_path / "out" / "report.html", tmp_path / "out" / "figures",
+                     tmp_path / "out" / "tables")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_inputs_out_of_step_with_the_runs_are_refused():
+    paths = fixture_paths("embedded_cpu", ["lora", "full"])
+    with pytest.raises(FtcompareError, match="do not match the 3 runs"):
+        load_report_inputs(paths, CPU_RUNS, cpu_config(), "x", {}, "t")
+    with pytest.raises(FtcompareError, match="is for run 'full', expected 'lora'"):
+        load_report_inputs(fixture_paths("embedded_cpu", ["full", "lora"]), ["lora", "full"],
+                           cpu_config(), "x", {}, "t")
+
+
+def test_unreadable_metrics_name_the_file(tmp_path):
+    bad = tmp_path / "metrics.json"
+    bad.write_text("{not json", encoding="utf-8")
+    paths = fixture_paths("embedded_cpu", ["lora"])
+    paths = replace(paths, metrics=[bad])
+    with pytest.raises(FtcompareError, match=r"metrics.json: not valid JSON"):
+        load_report_inputs(paths, ["lora"], cpu_config(), "x", {}, "t")
+
+
+def test_sparse_telemetry_never_crashes(tmp_path):
+    """A telemetry.json of nulls and a missing CSV: the run still gets its row."""
+    root = FIXTURES / "embedded_cpu" / "runs" / "lora"
+    (tmp_path / "telemetry.json").write_text(json.dumps({"backend": None, "devices": [None], "peaks": None,
+                                                         "means": {"cpu": None}, "energy_j": {"cpu": None},
+                                                         "phases": None}), encoding="utf-8")
+    paths = fixture_paths("embedded_cpu", ["lora"])
+    paths = replace(paths, train_telemetry=[tmp_path / "telemetry.json"])
+    inputs = load_report_inputs(paths, ["lora"], cpu_config(), "x", {}, "t")
+    run = inputs.runs[0]
+    assert run.telemetry.peak("vram_used_mb") is None and run.telemetry.energy_j is None
+    assert run.telemetry.phase_spans() == [] and run.telemetry.backend is None
+    assert run.metrics.final_train_loss == read_json(root / "metrics.json")["final_train_loss"]
+    specs, missing = report_figures(inputs.runs, None)
+    assert "memory_over_time" not in [s.name for s in specs]
+    assert any("memory-over-time" in why for why in missing)
+    for spec in specs:
+        plt.close(spec.figure)
+
+
+# --------------------------------------------------------------------------------------------
+# Verdict wording
+
+def test_verdict_wording_for_each_outcome():
+    config = cpu_config()
+    inputs = load_report_inputs(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, config, "x", {}, "t")
+    lora, _, full = inputs.runs
+    assert run_verdict(lora, full).sentence.endswith("are both below the base model's eval loss before "
+                                                     "training (3.891).")
+    worse = replace(lora, metrics=replace(lora.metrics, final_train_loss=4.0, eval_loss=4.1))
+    assert "neither its final training loss 4.000 nor its held-out eval loss 4.100 is below" in \
+        run_verdict(worse, full).sentence
+    unknown = replace(lora, metrics=replace(lora.metrics, eval_loss_before_training=None))
+    assert "cannot say" in run_verdict(unknown, full).sentence
+    assert run_verdict(full, full).cost_sentence is None
