@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from ftcompare.config import ConfigError, config_hash, resolve_path, run_settings, validate_config
+from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
 
 try:
     _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
@@ -36,8 +36,9 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
 
 
+# Every params value goes through canonical(): Snakemake compares params with key order.
 def train_params(wildcards):
-    return run_settings(config, wildcards.run)
+    return canonical(run_settings(config, wildcards.run))
 
 
 def run_method(wildcards):
@@ -56,15 +57,18 @@ def base_model_params():
     section = dict(config["base_model"])
     if section["name"] != "embedded":
         section.pop("embedded")
-    return section
+    return canonical(section)
 
 
 def data_params():
     section = dict(config["data"])
     if section["name"] != "embedded":
         section.pop("embedded_rows")
-    return section
+    return canonical(section)
 
 
 def generation_params():
-    return {k: v for k, v in config["generation"].items() if k != "prompts"}
+    return canonical({k: v for k, v in config["generation"].items() if k != "prompts"})
+
+
+TELEMETRY = canonical(config["telemetry"])

@@ -16,7 +16,7 @@ rule generate:
         dtype=config["base_model"]["dtype"],
         seed=config["seed"],
         device=config["device"],
-        telemetry=config["telemetry"],
+        telemetry=TELEMETRY,
         trust_remote_code=config["trust_remote_code"],
     log:
         f"{RESULTS}/logs/generate/{{model}}.log",

@@ -32,9 +32,9 @@ rule report:
         ),
     params:
         runs=RUNS,
-        config=config,
+        config=canonical(config),
         config_hash=config_hash(config),
-        reference=config["report"]["reference"],
+        reference=canonical(config["report"]["reference"]),
         title=config["report"]["title"],
     log:
         f"{RESULTS}/logs/report.log",

@@ -21,7 +21,7 @@ rule train:
         settings=train_params,
         dtype=config["base_model"]["dtype"],
         device=config["device"],
-        telemetry=config["telemetry"],
+        telemetry=TELEMETRY,
         trust_remote_code=config["trust_remote_code"],
         # Outside the outputs on purpose: Snakemake deletes outputs before a rerun.
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.run}",

@@ -8,6 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ftcompare.atomic import atomic_path, write_json
+from ftcompare.checkpoints import mark_finished
 from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_build
 from ftcompare.embedded_model import CARD_NAME
 from ftcompare.script_runtime import run_script
@@ -43,14 +44,13 @@ def main(smk):
                                   fingerprint, sampler)
     summary = sampler.summary
     peak_mb, peak_source = peak_memory(summary)
-    energy = summary.get("energy_j")
     metrics.update({
         "device_name": device_name(device),
         "peak_memory_mb": peak_mb,
         "peak_memory_source": peak_source,
         "memory": memory_figures(summary),
-        "energy_j": sum(energy.values()) if energy else None,
-        "energy_source": summary.get("energy_method") if energy else None,
+        "energy_j": summary.get("energy_j"),
+        "energy_source": summary.get("energy_method") if summary.get("energy_j") is not None else None,
         "telemetry_backend": summary.get("backend"),
         "torch_build": torch_build(),
         "versions": {name: metadata.version(name) for name in TRAINING_PACKAGES},
@@ -61,6 +61,7 @@ def main(smk):
             writer.writeheader()
             writer.writerows(rows)
     write_json(smk.output.metrics, metrics)
+    mark_finished(paths.checkpoints)
     log.info("run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
              metrics["run"], metrics["final_train_loss"], metrics["eval_loss"],
              metrics["eval_loss_before_training"], metrics["train_runtime_s"])

@@ -2,7 +2,9 @@
 
 Checkpoints live outside the rule's declared outputs (Snakemake deletes those before a rerun).
 A fingerprint of what the run depends on (settings, data, base model) sits beside them; a
-checkpoint made for another fingerprint is never resumed from.
+checkpoint made for another fingerprint is never resumed from. Once the job has written all its
+outputs the folder is marked finished, so a forced rerun trains again instead of resuming at the
+last step.
 """
 
 import json
@@ -16,10 +18,12 @@ from ftcompare.atomic import write_json
 log = logging.getLogger("ftcompare.checkpoints")
 
 FINGERPRINT_FILE = "ftcompare_fingerprint.json"
+FINISHED_FILE = "ftcompare_finished.json"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 # What the Trainer writes last when it saves; a checkpoint without it was cut off mid-save.
 _COMPLETE_MARKERS = ("trainer_state.json",)
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+_CHANGES_NAMED = 6
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -40,29 +44,62 @@ def is_complete(checkpoint: Path) -> bool:
 def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> Path | None:
     """Return the newest complete checkpoint made for `fingerprint`, or None to start from step 0.
 
-    A folder made for another fingerprint is emptied, with the reason logged.
+    A folder made for another fingerprint, or by a run that finished, is emptied, with the reason
+    logged. Incomplete checkpoints are removed, so that training does not save into them later.
     """
     checkpoint_dir = Path(checkpoint_dir)
     stored_path = checkpoint_dir / FINGERPRINT_FILE
     if checkpoint_dir.exists():
-        stored = _read_json(stored_path)
-        if stored != fingerprint:
-            changed = sorted(k for k in set(stored or {}) | set(fingerprint)
-                             if (stored or {}).get(k) != fingerprint.get(k))
+        reason = _reason_to_start_over(checkpoint_dir, fingerprint)
+        if reason:
             if any(checkpoint_dir.glob("checkpoint-*")):
-                log.warning("not resuming: the checkpoints in %s were made with a different %s; "
-                            "training starts over", checkpoint_dir, ", ".join(changed) or "fingerprint")
+                log.warning("not resuming from the checkpoints in %s: %s; training starts over from step 0",
+                            checkpoint_dir, reason)
             shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_json(stored_path, fingerprint)
 
-    candidates = sorted((p for p in checkpoint_dir.iterdir() if checkpoint_step(p) is not None),
+    candidates = sorted((p for p in checkpoint_dir.iterdir() if checkpoint_step(p) is not None and p.is_dir()),
                         key=checkpoint_step, reverse=True)
     for candidate in candidates:
         if is_complete(candidate):
             return candidate
-        log.warning("skipping %s: incomplete (cut off while saving?)", candidate)
+        log.warning("skipping %s: incomplete (cut off while saving?); removing it", candidate)
+        shutil.rmtree(candidate)
     return None
+
+
+def mark_finished(checkpoint_dir) -> None:
+    """Record that the run these checkpoints belong to wrote all its outputs."""
+    write_json(Path(checkpoint_dir) / FINISHED_FILE, {"finished": True})
+
+
+def _reason_to_start_over(checkpoint_dir: Path, fingerprint: dict) -> str | None:
+    stored = _read_json(checkpoint_dir / FINGERPRINT_FILE)
+    if stored is None:
+        return f"they have no readable {FINGERPRINT_FILE}, so what they were made with is unknown"
+    if stored != fingerprint:
+        changed = changed_keys(stored, fingerprint)
+        named = ", ".join(changed[:_CHANGES_NAMED]) + (f" and {len(changed) - _CHANGES_NAMED} more"
+                                                       if len(changed) > _CHANGES_NAMED else "")
+        return f"they were made with different {named}"
+    if (checkpoint_dir / FINISHED_FILE).is_file():
+        return "they belong to a run that finished, and this job trains it again"
+    return None
+
+
+def changed_keys(before, after, prefix: str = "") -> list[str]:
+    """Dotted paths of the values that differ between two JSON-like mappings, sorted."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return [prefix or "(everything)"] if before != after else []
+    changed = []
+    for key in sorted(set(before) | set(after), key=str):
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in before or key not in after:
+            changed.append(path)
+        else:
+            changed.extend(changed_keys(before[key], after[key], path))
+    return changed
 
 
 def _read_json(path: Path):

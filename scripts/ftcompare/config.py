@@ -67,6 +67,19 @@ def run_settings(config: dict, run: str) -> dict:
     return settings
 
 
+def canonical(value):
+    """`value` with every mapping's keys sorted, recursively.
+
+    Snakemake compares params with key order, so a reordered config file would otherwise rerun
+    everything; rule params go through this.
+    """
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
 def config_hash(config: dict) -> str:
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]

@@ -4,6 +4,8 @@ The config keeps the blog's TrainingArguments names (group_by_length, warmup_rat
 maps them onto the current transformers/TRL API.
 """
 
+import contextlib
+import json
 import logging
 import math
 import os
@@ -18,10 +20,12 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-from trl import SFTConfig, SFTTrainer
+from transformers.trainer_callback import ExportableState
+from trl import SFTConfig
 
 from ftcompare.atomic import atomic_path, write_json
-from ftcompare.checkpoints import prepare_checkpoint_dir
+from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
+from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
 
 log = logging.getLogger("ftcompare.training")
@@ -129,9 +133,11 @@ class TokenCountingCollator:
         return batch
 
 
-class ProgressRecorder(TrainerCallback):
+class ProgressRecorder(TrainerCallback, ExportableState):
     """Adds elapsed seconds to each logged row, times each step, and honours SIGTERM.
 
+    elapsed_s counts training time across a resume: as an ExportableState, the elapsed time at
+    each save goes into the checkpoint's trainer_state.json, and a resumed run continues from it.
     On SIGTERM (what SLURM sends before a kill) the trainer saves a checkpoint at the end of the
     current step and stops; the caller then exits non-zero so the job is not taken as finished.
     """
@@ -142,14 +148,23 @@ class ProgressRecorder(TrainerCallback):
         self.elapsed_offset = 0.0
         self.steps = []  # (global_step, seconds since start, samples, tokens, nonpad tokens)
         self.sigterm_received = False
+        self._previous_sigterm_handler = None
+
+    def elapsed(self) -> float:
+        """Seconds of training behind the current step, the segments before a resume included."""
+        return self.elapsed_offset + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"elapsed_s": round(self.elapsed(), 4)}}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        previous = [row.get("elapsed_s") for row in state.log_history if row.get("elapsed_s") is not None]
-        self.elapsed_offset = previous[-1] if previous else 0.0
+        self.elapsed_offset = _elapsed_at_checkpoint(state, type(self).__name__)
+        # A checkpoint from before this callback saved state has no entry, and saving would fail.
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         self.start = time.perf_counter()
         self.steps.append((state.global_step, 0.0, self.counter.samples, self.counter.tokens,
                            self.counter.nonpad_tokens))
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous_sigterm_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame):
         self.sigterm_received = True
@@ -163,11 +178,25 @@ class ProgressRecorder(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.log_history and self.start is not None:
-            state.log_history[-1]["elapsed_s"] = round(
-                self.elapsed_offset + time.perf_counter() - self.start, 4)
+            state.log_history[-1]["elapsed_s"] = round(self.elapsed(), 4)
 
     def on_train_end(self, args, state, control, **kwargs):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self.restore_sigterm_handler()
+
+    def restore_sigterm_handler(self) -> None:
+        if self._previous_sigterm_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
+            self._previous_sigterm_handler = None
+
+
+def _elapsed_at_checkpoint(state, callback_name: str) -> float:
+    """The elapsed time a resumed checkpoint saved (0 on a fresh start); for a checkpoint without it,
+    the last elapsed_s logged before it."""
+    saved = state.stateful_callbacks.get(callback_name)
+    if isinstance(saved, dict) and isinstance(saved.get("attributes", {}).get("elapsed_s"), (int, float)):
+        return float(saved["attributes"]["elapsed_s"])
+    logged = [row["elapsed_s"] for row in state.log_history if row.get("elapsed_s") is not None]
+    return logged[-1] if logged else 0.0
 
 
 def steady_throughput(steps: list[tuple]) -> dict:
@@ -224,35 +253,33 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.tensorboard)
     args = build_sft_config(training, settings["seed"], paths.checkpoints, device)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                         processing_class=tokenizer)
+    trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                               processing_class=tokenizer)
     counter = TokenCountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     recorder = ProgressRecorder(counter)
     trainer.add_callback(recorder)
 
-    eval_before = _eval_loss_before_training(trainer, paths.checkpoints, resume_from)
-    if resume_from is not None:
-        log.info("resuming run %s from %s (step %s)", run, resume_from, resume_from.name.split("-")[-1])
+    with _out_of_memory_explained(run, method, device):
+        eval_before = _eval_loss_before_training(trainer, paths.checkpoints, resume_from)
+        if resume_from is not None:
+            log.info("resuming run %s from %s (step %d)", run, resume_from, checkpoint_step(resume_from))
 
-    sampler.set_phase("train")
-    if hasattr(sampler, "reset_peaks"):
-        sampler.reset_peaks()
-    started = time.time()
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.OutOfMemoryError as error:
-        raise FtcompareError(
-            f"run {run}: out of GPU memory ({_memory_peak_text(device)}). Try a smaller "
-            "per_device_train_batch_size with more gradient_accumulation_steps, "
-            "training.gradient_checkpointing: true, bf16, or the lora method.") from error
-    if recorder.sigterm_received:
-        raise FtcompareError(f"run {run}: stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint "
-                             f"was saved in {paths.checkpoints}. Rerun to resume.")
-    finished = time.time()
+        sampler.set_phase("train")
+        if hasattr(sampler, "reset_peaks"):
+            sampler.reset_peaks()
+        started = time.time()
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        finally:
+            recorder.restore_sigterm_handler()
+        if recorder.sigterm_received:
+            raise FtcompareError(f"run {run}: stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint "
+                                 f"was saved in {paths.checkpoints}. Rerun to resume.")
+        finished = time.time()
 
-    sampler.set_phase("eval")
-    eval_after = trainer.evaluate()["eval_loss"]
+        sampler.set_phase("eval")
+        eval_after = trainer.evaluate()["eval_loss"]
 
     sampler.set_phase("save")
     with atomic_path(paths.model_out, is_dir=True) as tmp:
@@ -272,7 +299,9 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
         "total_params": int(total),
         "trainable_pct": 100.0 * trainable / total,
         "train_steps": int(trainer.state.global_step),
-        "train_runtime_s": output.metrics["train_runtime"],
+        # A resumed run's runtime adds the training time its checkpoint was saved at; steps lost to
+        # the interruption are not counted. Rates are those of the last segment.
+        "train_runtime_s": recorder.elapsed_offset + output.metrics["train_runtime"],
         "train_samples_per_s": output.metrics["train_samples_per_second"],
         "train_steps_per_s": output.metrics["train_steps_per_second"],
         "steady_samples_per_s": steady["samples_per_s"],
@@ -293,7 +322,7 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
             "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length",
             "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "weight_decay")},
         "lora": settings.get("lora"),
-        "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
+        "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
         "started_at": _iso(started),
         "finished_at": _iso(finished),
     }
@@ -304,7 +333,6 @@ def _eval_loss_before_training(trainer, checkpoint_dir: Path, resume_from) -> fl
     """The base model's loss on the held-out split, measured once per run and kept for resumes."""
     stored = checkpoint_dir / _EVAL_BEFORE_FILE
     if resume_from is not None and stored.is_file():
-        import json
         return json.loads(stored.read_text())["eval_loss"]
     loss = trainer.evaluate()["eval_loss"]
     write_json(stored, {"eval_loss": loss})
@@ -317,10 +345,27 @@ def _perplexity(loss: float | None) -> float | None:
     return math.exp(loss) if loss < 50 else float("inf")
 
 
+@contextlib.contextmanager
+def _out_of_memory_explained(run: str, method: str, device: str):
+    """Turn torch's out-of-memory error into a message naming the run, the peak and what to try."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        smaller_model = "a smaller lora.r" if method == "lora" else "the lora method"
+        raise FtcompareError(
+            f"run {run}: out of GPU memory ({_memory_peak_text(device)}). Try a smaller "
+            "per_device_train_batch_size with more gradient_accumulation_steps, "
+            f"training.gradient_checkpointing: true, bf16, or {smaller_model}.") from error
+
+
 def _memory_peak_text(device: str) -> str:
-    if device == "cuda" and torch.cuda.is_available():
-        return f"peak {torch.cuda.max_memory_allocated() / 2**20:,.0f} MiB allocated by torch"
-    return "peak unknown"
+    if device != "cuda" or not torch.cuda.is_available():
+        return "peak unknown"
+    mib = 2**20
+    total = torch.cuda.get_device_properties(0).total_memory / mib
+    return (f"peak {torch.cuda.max_memory_allocated() / mib:,.0f} MiB allocated and "
+            f"{torch.cuda.max_memory_reserved() / mib:,.0f} MiB reserved by torch, of {total:,.0f} MiB on "
+            f"{torch.cuda.get_device_name(0)}")
 
 
 def _iso(timestamp: float) -> str:
