@@ -4,6 +4,7 @@ Kept free of torch and transformers imports: rules/common.smk calls it on every 
 """
 
 import copy
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -125,7 +126,9 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
         keys = ", ".join(f"`{'.'.join(filter(None, [path, str(k)]))}`" for k in extra)
-        return f"unknown key {keys}; allowed here: {', '.join(allowed)}"
+        close = sorted({m for k in extra for m in difflib.get_close_matches(str(k), allowed, n=2)})
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return f"unknown key {keys}{hint}; allowed here: {_short_list(allowed)}"
     if kind == "propertyNames" or (error.absolute_path and error.absolute_path[0] == "runs"
                                    and kind in ("pattern", "not")):
         return f"run name {value!r} is not allowed: use {RUN_NAME_RULE}"
@@ -134,10 +137,7 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         hint = " (lora or full)" if missing == "method" else ""
         return f"{where}: missing key `{missing}`{hint}"
     if kind == "enum":
-        allowed = [str(v) for v in error.validator_value]
-        listed = ", ".join(allowed) if len(allowed) <= 12 else (
-            ", ".join(allowed[:8]) + f", ... ({len(allowed)} in all: see config/config.schema.yaml)")
-        return f"{where} = {value!r}: allowed values are {listed}"
+        return f"{where} = {value!r}: allowed values are {_short_list([str(v) for v in error.validator_value])}"
     if kind == "type":
         expected = error.validator_value
         expected = " or ".join(expected) if isinstance(expected, list) else expected
@@ -172,6 +172,12 @@ def _resolve(node: dict, schema: dict) -> dict:
             target = target[part]
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
     return node
+
+
+def _short_list(items: list[str], limit: int = 12) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:8]) + f", ... ({len(items)} in all: see config/config.schema.yaml)"
 
 
 def _unique(items: list[str]) -> list[str]:
