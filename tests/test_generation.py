@@ -1,12 +1,11 @@
 """Generation: prompt format, prompt file checks, batched greedy decoding with left padding."""
 
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ftcompare.errors import FtcompareError
 from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs, load_prompts
+
+from tiny_llama import tiny_llama, word_tokenizer
 
 SETTINGS = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 4,
             "merge_lora": True}
@@ -14,18 +13,9 @@ SETTINGS = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_p"
 
 @pytest.fixture(scope="module")
 def tiny_model_and_tokenizer():
-    words = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]"] + [f"w{i}" for i in range(40)]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
-                                         pad_token_id=3))
+    model = tiny_llama()
     model.eval()
-    return model, tokenizer
+    return model, word_tokenizer()
 
 
 def test_format_is_the_llama_2_chat_format():

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerState
+from transformers import LlamaForCausalLM, TrainerState
 
 from ftcompare import devices
 from ftcompare.checkpoints import (FINISHED_FILE, changed_keys, checkpoint_step, is_complete, mark_finished,
@@ -26,8 +25,8 @@ from ftcompare.generation import generate_outputs
 from ftcompare.training import ProgressRecorder, RunPaths, TokenCountingCollator, train_run
 
 from conftest import REPO
+from tiny_llama import tiny_llama, word_tokenizer
 
-WORDS = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]"] + [f"w{i}" for i in range(40)]
 
 
 # --- the data order --------------------------------------------------------------------------------
@@ -54,15 +53,8 @@ def test_the_length_grouped_order_depends_only_on_seed_and_epoch():
 def tiny_run(tmp_path_factory):
     """A tiny Llama and word-level tokenizer saved like a base model, and train/eval Parquet files."""
     root = tmp_path_factory.mktemp("tiny-run")
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
-                                         pad_token_id=3))
+    tokenizer = word_tokenizer()
+    model = tiny_llama(hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
     model.save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
     texts = [" ".join(f"w{(i * 7 + j) % 40}" for j in range(3 + i % 9)) for i in range(24)]
@@ -273,15 +265,8 @@ def test_a_visible_gpu_is_used(monkeypatch):
 # --- the seed in sampling --------------------------------------------------------------------------
 
 def test_sampling_follows_the_seed():
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(WORDS), hidden_size=16, intermediate_size=32,
-                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                         max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
-                                         pad_token_id=3)).eval()
+    tokenizer = word_tokenizer()
+    model = tiny_llama(hidden_size=16, num_hidden_layers=1, num_attention_heads=2).eval()
     settings = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.0, "top_p": 1.0, "batch_size": 2}
     prompts = ["w1 w2", "w4 w5 w6"]
 

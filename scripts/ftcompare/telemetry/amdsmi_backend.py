@@ -20,7 +20,7 @@ import os
 import sys
 
 from ftcompare.telemetry.devices import VendorDevice, amd_unique_id, normalise_pci_bus_id
-from ftcompare.telemetry.reading import BackendUnavailable, describe_error, number
+from ftcompare.telemetry.reading import BackendUnavailable, DeviceReading, describe_error, number
 from ftcompare.telemetry.schema import MIB
 
 NAME = "amdsmi"
@@ -132,16 +132,9 @@ class AmdsmiBackend:
 
     def read(self, device: VendorDevice, label: str, read_log) -> dict:
         """One sample of `device`; `energy_counter_j` is the raw counter, for energy accounting."""
-        h, values, failed = device.handle, {}, set()
-
-        def attempt(columns, function):
-            try:
-                return function()
-            except Exception as error:
-                for column in columns:
-                    read_log.failed(label, column, error, NAME)
-                failed.update(columns)
-                return None
+        h, values = device.handle, {}
+        reading = DeviceReading(read_log, label, NAME)
+        attempt = reading.attempt
 
         vram = attempt(("vram_used_mb", "vram_total_mb"), lambda: self.smi.amdsmi_get_gpu_vram_usage(h)) or {}
         values["vram_used_mb"] = number(vram.get("vram_used"))
@@ -157,10 +150,7 @@ class AmdsmiBackend:
         reasons = {"energy_counter_j": ("energy_j", "amdsmi_get_energy_count gave no accumulator or resolution"),
                    "process_vram_mb": ("process_vram_mb", f"this process (pid {os.getpid()}) is not in amdsmi's "
                                        "process list (no GPU context yet, or a container hides host PIDs)")}
-        for key, value in values.items():
-            column, reason = reasons.get(key, (key, "amdsmi reported no value (N/A or key absent)"))
-            if value is None and column not in failed:
-                read_log.missing(label, column, reason)
+        reading.record_missing(values, reasons, "amdsmi reported no value (N/A or key absent)")
         return values
 
     def _power(self, device, info, label, read_log):

@@ -10,7 +10,7 @@ import importlib
 import os
 
 from ftcompare.telemetry.devices import VendorDevice, normalise_pci_bus_id, pci_bus_id_from_parts
-from ftcompare.telemetry.reading import BackendUnavailable, describe_error, number
+from ftcompare.telemetry.reading import BackendUnavailable, DeviceReading, describe_error, number
 from ftcompare.telemetry.schema import MIB
 
 NAME = "nvml"
@@ -81,16 +81,9 @@ class NvmlBackend:
 
     def read(self, device: VendorDevice, label: str, read_log) -> dict:
         """One sample of `device`; `energy_counter_j` is the raw counter, for energy accounting."""
-        nvml, h, values, failed = self.nvml, device.handle, {}, set()
-
-        def attempt(columns, function):
-            try:
-                return function()
-            except Exception as error:
-                for column in columns:
-                    read_log.failed(label, column, error, NAME)
-                failed.update(columns)
-                return None
+        nvml, h, values = self.nvml, device.handle, {}
+        reading = DeviceReading(read_log, label, NAME)
+        attempt = reading.attempt
 
         memory = attempt(("vram_used_mb", "vram_total_mb"), lambda: nvml.nvmlDeviceGetMemoryInfo(h))
         values["vram_used_mb"] = _mib(getattr(memory, "used", None))
@@ -109,10 +102,7 @@ class NvmlBackend:
                    "process_vram_mb": ("process_vram_mb", f"this process (pid {os.getpid()}) is not in NVML's "
                                        "compute process list, or its memory is not available (no CUDA context "
                                        "yet, or a container hides host PIDs)")}
-        for key, value in values.items():
-            column, reason = reasons.get(key, (key, "NVML reported no value"))
-            if value is None and column not in failed:
-                read_log.missing(label, column, reason)
+        reading.record_missing(values, reasons, "NVML reported no value")
         return values
 
     def _process_vram_mb(self, handle):

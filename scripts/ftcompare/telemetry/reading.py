@@ -68,3 +68,27 @@ class ReadLog:
             for (device, column), entry in sorted(self._entries.items()):
                 result.setdefault(device, {})[column] = dict(entry)
         return result
+
+
+class DeviceReading:
+    """One sample of one vendor device: a call that raises leaves its columns empty, reason recorded."""
+
+    def __init__(self, read_log: ReadLog, label: str, backend: str):
+        self.read_log, self.label, self.backend = read_log, label, backend
+        self.failed = set()
+
+    def attempt(self, columns, function):
+        try:
+            return function()
+        except Exception as error:
+            for column in columns:
+                self.read_log.failed(self.label, column, error, self.backend)
+            self.failed.update(columns)
+            return None
+
+    def record_missing(self, values: dict, reasons: dict, default_reason: str) -> None:
+        """Say why each empty value is empty, unless its call already failed (and said so)."""
+        for key, value in values.items():
+            column, reason = reasons.get(key, (key, default_reason))
+            if value is None and column not in self.failed:
+                self.read_log.missing(self.label, column, reason)
