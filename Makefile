@@ -45,7 +45,7 @@ lint: install
 	$(SNAKEMAKE) --lint
 
 bench: install-test
-	$(BIN)/python bench/telemetry_overhead.py
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf results .snakemake

@@ -27,6 +27,7 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
+from ftcompare.fast_path import resolve_bf16, training_collator, training_options, use_lm_head_loss
 
 log = logging.getLogger("ftcompare.training")
 
@@ -81,7 +82,7 @@ def build_sft_config(training: dict, seed: int, output_dir: Path, device: str) -
         save_total_limit=training["save_total_limit"],
         eval_strategy="no",
         fp16=training["fp16"],
-        bf16=training["bf16"],
+        bf16=resolve_bf16(training["bf16"], device),
         activation_checkpointing=training["gradient_checkpointing"],
         report_to=list(training["report_to"]),
         seed=seed,
@@ -92,6 +93,9 @@ def build_sft_config(training: dict, seed: int, output_dir: Path, device: str) -
         dataset_text_field=TEXT_COLUMN,
         max_length=training["max_seq_length"],
         packing=training["packing"],
+        packing_strategy="bfd",  # whole sequences per bin, never cut; boundaries kept (see fast_path)
+        # Held-out loss is measured on unpacked batches in every run, so runs with and without packing compare.
+        eval_packing=False,
     )
 
 
@@ -124,11 +128,14 @@ class TokenCountingCollator:
 
     def __call__(self, features):
         batch = self.inner(features)
-        self.samples += len(features)
+        packed = isinstance(features[0], dict) and "seq_lengths" in features[0]
+        self.samples += sum(len(f["seq_lengths"]) for f in features) if packed else len(features)
         self.tokens += int(batch["input_ids"].numel())
         if "attention_mask" in batch:
             self.nonpad_tokens += int(batch["attention_mask"].sum())
-        else:  # padding-free batches carry no padding
+        elif packed:  # packed bins: the rows' padding is what the sequences leave free
+            self.nonpad_tokens += sum(sum(f["seq_lengths"]) for f in features)
+        else:
             self.nonpad_tokens += int(batch["input_ids"].numel())
         return batch
 
@@ -148,6 +155,7 @@ class ProgressRecorder(TrainerCallback, ExportableState):
         self.elapsed_offset = 0.0
         self.steps = []  # (global_step, seconds since start, samples, tokens, nonpad tokens)
         self.sigterm_received = False
+        self._sigterm_handler_installed = False
         self._previous_sigterm_handler = None
 
     def elapsed(self) -> float:
@@ -165,6 +173,7 @@ class ProgressRecorder(TrainerCallback, ExportableState):
         self.steps.append((state.global_step, 0.0, self.counter.samples, self.counter.tokens,
                            self.counter.nonpad_tokens))
         self._previous_sigterm_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._sigterm_handler_installed = True
 
     def _on_sigterm(self, signum, frame):
         self.sigterm_received = True
@@ -184,9 +193,10 @@ class ProgressRecorder(TrainerCallback, ExportableState):
         self.restore_sigterm_handler()
 
     def restore_sigterm_handler(self) -> None:
-        if self._previous_sigterm_handler is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
-            self._previous_sigterm_handler = None
+        if self._sigterm_handler_installed:
+            # None: the previous handler was not set from Python; the default is the nearest equivalent.
+            signal.signal(signal.SIGTERM, self._previous_sigterm_handler or signal.SIG_DFL)
+            self._sigterm_handler_installed = False
 
 
 def _elapsed_at_checkpoint(state, callback_name: str) -> float:
@@ -255,7 +265,8 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     args = build_sft_config(training, settings["seed"], paths.checkpoints, device)
     trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                                processing_class=tokenizer)
-    counter = TokenCountingCollator(trainer.data_collator)
+    use_lm_head_loss(trainer, training)
+    counter = TokenCountingCollator(training_collator(trainer, training))
     trainer.data_collator = counter
     recorder = ProgressRecorder(counter)
     trainer.add_callback(recorder)
@@ -317,10 +328,7 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
         "learning_rate": training["learning_rate"],
         "device": "cuda:0" if device == "cuda" else "cpu",
         "dtype": dtype,
-        "options": {key: training[key] for key in (
-            "packing", "bf16", "fp16", "gradient_checkpointing", "attn_implementation", "optim",
-            "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length",
-            "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "weight_decay")},
+        "options": training_options(training, device),
         "lora": settings.get("lora"),
         "resumed_from_step": checkpoint_step(resume_from) if resume_from else None,
         "started_at": _iso(started),

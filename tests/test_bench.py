@@ -1,0 +1,112 @@
+"""The performance harness (bench/): its bookkeeping, the sides it compares, and one tiny run of all of it."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import harness  # noqa: E402
+import run_all  # noqa: E402
+import training_speed  # noqa: E402
+
+
+def test_alternate_drops_the_warmup_and_flips_the_order():
+    calls = []
+    sides = {name: (lambda repetition, name=name: calls.append((name, repetition)) or repetition)
+             for name in ("a", "b")}
+    results = harness.alternate(sides, repetitions=3, warmup=1)
+    assert calls == [("a", -1), ("b", -1), ("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert results == {"a": [0, 1, 2], "b": [0, 1, 2]}
+
+
+def test_summaries_and_ratios():
+    summary = harness.summarise([4.0, 2.0, 3.0, None])
+    assert summary == {"median": 3.0, "min": 2.0, "max": 4.0, "spread_pct": pytest.approx(66.667, abs=1e-3), "n": 3}
+    assert harness.ratio(harness.summarise([6.0]), summary) == 2.0
+    assert harness.ratio(harness.summarise([]), summary) is None
+    assert harness.figure(summary, 1) == "3.0 (2.0-4.0)"
+    text = harness.table(["side", "x"], [["blog", 1.5], ["ours", None]])
+    assert text.splitlines()[0].startswith("side") and "n/a" in text
+
+
+def test_the_blog_side_is_blog_yaml_and_ours_differs_only_in_speed_options():
+    default, blog = training_speed.load_configs()
+    for method in ("lora", "full"):
+        sides = training_speed.side_settings(default, blog, method, device="cpu")
+        theirs, ours = sides["blog recipe"][0], sides["ours"][0]
+        assert (theirs["bf16"], theirs["packing"], theirs["group_by_length"]) == (False, False, True)
+        assert theirs["per_device_train_batch_size"] == 4 and theirs["lm_head_loss"] == "chunked"
+        assert theirs["optim"] == "adamw_torch"  # paged_adamw_32bit needs bitsandbytes and a GPU
+        assert theirs["learning_rate"] == ours["learning_rate"]
+        differing = {key for key in theirs if theirs[key] != ours[key]}
+        assert differing <= {"optim", "bf16", "lm_head_loss"}
+        assert sides["ours + packing"][0] == {**ours, "packing": True}
+
+
+def test_targets_are_judged_from_the_figures():
+    training = {"cases": [{"model": "m", "method": "lora", "ratios": {"ours": {
+        "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0005}}},
+        {"model": "m", "method": "full", "ratios": {"ours": {
+            "nonpad_tokens_per_s": 2.0, "eval_loss_change": 0.01, "final_train_loss_change": 0.0}}}]}
+    assert [t["met"] for t in run_all.training_targets(training)] == [True, False]  # faster, but learns worse
+    generation = {"cases": [{"model": "m", "prompts": 8, "speedup": 4.0, "texts_identical": False}]}
+    assert run_all.generation_targets(generation)[0]["met"] is False
+
+
+@pytest.mark.slow
+def test_the_whole_harness_runs_quick(tmp_path, capsys):
+    summary = run_all.main(["--quick", "--out-dir", str(tmp_path)])
+    written = {path.name for path in tmp_path.glob("*.json")}
+    assert written == {"summary.json", "training_speed.json", "generation_speed.json", "workflow_overhead.json",
+                       "telemetry_overhead.json"}
+    training = json.loads((tmp_path / "training_speed.json").read_text())
+    assert training["machine"]["cpu_count"] and training["versions"]["torch"]
+    sides = {side for case in training["cases"] for side in case["summary"]}
+    assert sides == {"blog recipe", "ours", "ours + packing"}
+    for case in training["cases"]:
+        for side in case["summary"].values():
+            assert side["samples"] == 16 and side["final_train_loss"] > 0 and side["eval_loss"] > 0
+    generation = json.loads((tmp_path / "generation_speed.json").read_text())
+    assert generation["cases"][0]["prompts"] == 2 and generation["cases"][0]["texts_identical"]
+    assert {t["target"].split(",")[0] for t in summary["targets"]} >= {"training lora", "training full"}
+    out = capsys.readouterr().out
+    for heading in ("non-pad tok/s", "new tokens/s", "snakemake -n", "sampler every 0.5 s", "targets (issue #6)"):
+        assert heading in out
+
+
+@pytest.mark.slow
+def test_the_gpu_script_runs_on_a_tiny_model(tmp_path):
+    import gpu_bench
+
+    result = gpu_bench.main(["--tiny", "--out", str(tmp_path)])
+    written = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert set(written["results"]) == {"lora, blog recipe", "lora, ours", "full, blog recipe", "full, ours"}
+    ours, blog = result["results"]["full, ours"], result["results"]["full, blog recipe"]
+    assert (blog["autocast"], ours["autocast"]) == ("fp32", "bf16")
+    assert ours["optimizer"] == "adamw_torch_fused"
+    assert 0 < ours["mfu_pct"] and ours["tokens_per_s"] > 0
+
+
+def test_the_gpu_script_retries_with_checkpointing_after_running_out_of_memory(monkeypatch):
+    import gpu_bench
+    import torch
+
+    tries = []
+
+    def fake_train_side(model, method, side, settings, batches, warmup, device, peak_flops, checkpointing):
+        tries.append(checkpointing)
+        if not checkpointing or side == "blog recipe":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"tokens_per_s": 1.0}
+
+    monkeypatch.setattr(gpu_bench, "train_side", fake_train_side)
+    model = torch.nn.Linear(2, 2)
+    ours = gpu_bench.run_side(model, "full", "ours", {}, [], 0, torch.device("cpu"), 1.0)
+    assert tries == [False, True] and ours["first_try"].startswith("out of memory without gradient checkpointing")
+    blog = gpu_bench.run_side(model, "full", "blog recipe", {}, [], 0, torch.device("cpu"), 1.0)
+    assert len(blog["out_of_memory"]) == 2 and "tokens_per_s" not in blog
+    assert gpu_bench._ratio({"full, blog recipe": blog, "full, ours": ours}, "full") is None

@@ -1,0 +1,137 @@
+"""The fast path's options: packed sequences must not attend across their boundaries, bf16 `auto`."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from ftcompare.fast_path import PackedRowsCollator, packed_layout, resolve_bf16, training_options
+
+PAD = 0
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def tiny_llama(request):
+    torch.manual_seed(0)
+    # Large initial weights, so that attention moves the loss visibly and a leak across boundaries shows.
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=PAD, initializer_range=0.5, attn_implementation=request.param)
+    return LlamaForCausalLM(config).train()  # train(): the mode SFTTrainer runs it in (dropout is 0 here)
+
+
+SEQUENCES = [[5, 9, 13, 2, 7], [11, 3, 8], [4, 6, 10, 12], [15, 14], [21, 22, 23, 24, 25, 26]]
+# Two bins per batch, as TRL's best-fit-decreasing packing would hand them over.
+BINS = [{"input_ids": SEQUENCES[0] + SEQUENCES[1] + SEQUENCES[3], "seq_lengths": [5, 3, 2]},
+        {"input_ids": SEQUENCES[2] + SEQUENCES[4], "seq_lengths": [4, 6]}]
+
+
+def summed_loss(model, batch) -> torch.Tensor:
+    """Summed next-token cross-entropy over the labelled positions, as SFTTrainer's forward is called."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"),
+                       attention_mask=batch.get("attention_mask"), use_cache=False).logits
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                             batch["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+
+
+def each_sequence_alone(model) -> torch.Tensor:
+    return sum(summed_loss(model, {"input_ids": torch.tensor([s]), "labels": torch.tensor([s])}) for s in SEQUENCES)
+
+
+def test_packed_rows_give_the_loss_of_each_sequence_alone(tiny_llama):
+    batch = PackedRowsCollator(pad_token_id=PAD)(BINS)
+    assert "attention_mask" not in batch  # a mask would make transformers ignore the boundaries
+    assert batch["position_ids"].tolist()[0] == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1]
+    assert torch.allclose(summed_loss(tiny_llama, batch), each_sequence_alone(tiny_llama), rtol=1e-5)
+
+
+def test_trls_flat_layout_gives_the_same_loss(tiny_llama):
+    flat = DataCollatorForLanguageModeling(pad_token_id=PAD, padding_free=True)(BINS)
+    assert torch.allclose(summed_loss(tiny_llama, flat), each_sequence_alone(tiny_llama), rtol=1e-5)
+
+
+def test_attending_across_boundaries_would_change_the_loss(tiny_llama):
+    """The control: the same rows with positions that never restart let sequences see each other."""
+    batch = PackedRowsCollator(pad_token_id=PAD)(BINS)
+    leaky = {**batch, "position_ids": torch.arange(batch["input_ids"].size(1)).expand_as(batch["input_ids"])}
+    assert not torch.allclose(summed_loss(tiny_llama, leaky), each_sequence_alone(tiny_llama), rtol=1e-2)
+
+
+def test_padding_and_sequence_starts_carry_no_label():
+    batch = PackedRowsCollator(pad_token_id=PAD)(BINS)
+    assert batch["input_ids"].shape == (2, 10)
+    assert batch["labels"][0].tolist() == [-100, 9, 13, 2, 7, -100, 3, 8, -100, 14]
+    assert batch["labels"][1].tolist() == [-100, 6, 10, 12, -100, 22, 23, 24, 25, 26]
+    short = PackedRowsCollator(pad_token_id=PAD)([{"input_ids": [5, 6, 7], "seq_lengths": [3]}, BINS[1]])
+    assert short["input_ids"][0].tolist() == [5, 6, 7] + [PAD] * 7
+    assert short["labels"][0].tolist() == [-100, 6, 7] + [-100] * 7
+    assert short["position_ids"][0].tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5, 6]  # the padding is its own segment
+    unpacked = PackedRowsCollator(pad_token_id=PAD)([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])
+    assert unpacked["labels"].tolist() == [[-100, 6, 7], [-100, 9, -100]]
+    assert unpacked["position_ids"].tolist() == [[0, 1, 2], [0, 1, 0]]
+    with pytest.raises(ValueError, match="seq_lengths add up to 4"):
+        PackedRowsCollator(pad_token_id=PAD)([{"input_ids": [5, 6, 7], "seq_lengths": [4]}])
+
+
+def test_bf16_auto_means_a_gpu_with_bf16():
+    assert resolve_bf16("auto", "cpu") is False
+    assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cuda") is False
+    if not torch.cuda.is_available():
+        assert resolve_bf16("auto", "cuda") is False
+
+
+def test_options_report_what_was_on(default_config, blog_config):
+    from ftcompare.config import run_settings
+    blog = training_options(run_settings(blog_config, "lora")["training"], "cpu")
+    assert blog["packing"] is False and blog["bf16"] is False and blog["optim"] == "paged_adamw_32bit"
+    assert blog["packed_layout"] is None
+    ours = training_options(run_settings(default_config, "lora")["training"], "cpu")
+    assert ours["bf16"] is False and ours["bf16_setting"] == "auto"
+    assert packed_layout({"packing": True, "attn_implementation": "sdpa"}) == "rows"
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(60)]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_full_logits_loss_is_trls_chunked_loss(word_tokenizer, default_config, tmp_path, packing):
+    """Both loss paths through SFTTrainer itself, on padded batches and on packed rows."""
+    import datasets
+    from trl import SFTTrainer
+
+    from ftcompare.config import run_settings
+    from ftcompare.fast_path import training_collator, use_lm_head_loss
+    from ftcompare.training import build_sft_config
+
+    generator = torch.Generator().manual_seed(1)
+    texts = ["<s> " + " ".join(f"w{int(i)}" for i in torch.randint(0, 60, (int(n),), generator=generator)) + " </s>"
+             for n in torch.randint(3, 20, (12,), generator=generator)]
+    training = {**run_settings(default_config, "full")["training"], "max_seq_length": 48, "packing": packing,
+                "report_to": []}
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+                                         initializer_range=0.5))
+    trainer = SFTTrainer(model=model, args=build_sft_config(training, 0, tmp_path, "cpu"),
+                         train_dataset=datasets.Dataset.from_dict({"text": texts}), processing_class=word_tokenizer)
+    collate = training_collator(trainer, training)
+    batch = collate([trainer.train_dataset[i] for i in range(min(4, len(trainer.train_dataset)))])
+    assert ("seq_lengths" in trainer.train_dataset.column_names) == packing
+    if packing:  # several sequences share a row, so the boundaries matter
+        assert (batch["position_ids"] == 0).sum() > 2 * len(batch["input_ids"])
+    use_lm_head_loss(trainer, {"lm_head_loss": "chunked"})
+    assert "compute_loss" not in vars(trainer)  # TRL's own stays
+    chunked = trainer.compute_loss(model, dict(batch))
+    use_lm_head_loss(trainer, {"lm_head_loss": "full_logits"})
+    full = trainer.compute_loss(model, dict(batch))
+    assert torch.allclose(chunked, full, rtol=1e-5)
