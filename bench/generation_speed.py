@@ -37,6 +37,7 @@ def parse_args(argv):
     parser.add_argument("--models", default="embedded,cpu-large")
     parser.add_argument("--repetitions", type=int, default=3, help="measured rounds (default 3) after one warm-up")
     parser.add_argument("--quick", action="store_true", help="a tiny model, two prompts, one repetition")
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core, as the workflow's jobs)")
     parser.add_argument("--out-dir", type=Path, default=harness.RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -110,8 +111,8 @@ def main(argv=None) -> dict:
     from ftcompare.devices import resolve_device
 
     device = resolve_device("auto")
-    # As the generate rule: every core. --quick takes one, so that a busy machine cannot stall it.
-    torch.set_num_threads(1 if args.quick else os.cpu_count() or 1)
+    # As the generate rule: every core, unless --threads. --quick takes one, so that a busy machine cannot stall it.
+    torch.set_num_threads(1 if args.quick else args.threads or os.cpu_count() or 1)
     harness.quiet_libraries()
     default, _ = training_speed.load_configs()
     settings = dict(default["generation"])

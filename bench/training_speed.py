@@ -62,6 +62,7 @@ def parse_args(argv):
                         help="training rows per repetition (default: 400 embedded, 200 cpu-large)")
     parser.add_argument("--no-packing-side", action="store_true", help="leave out the 'ours + packing' side")
     parser.add_argument("--quick", action="store_true", help="a tiny model, one repetition, no warm-up")
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core, as the workflow's jobs)")
     parser.add_argument("--out-dir", type=Path, default=harness.RESULTS_DIR)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # what SideProcess starts
     return parser.parse_args(argv)
@@ -392,8 +393,8 @@ def main(argv=None) -> dict:
     from ftcompare.devices import resolve_device
 
     device = resolve_device("auto")
-    # As the train rule: every core. --quick takes one, so that a busy machine cannot stall it.
-    torch.set_num_threads(1 if args.quick else os.cpu_count() or 1)
+    # As the train rule: every core, unless --threads. --quick takes one, so that a busy machine cannot stall it.
+    torch.set_num_threads(1 if args.quick else args.threads or os.cpu_count() or 1)
     harness.quiet_libraries()
     default, blog = load_configs()
     methods = [m for m in args.methods.split(",") if m]

@@ -41,7 +41,7 @@ BAD_CONFIGS = [
     ("unknown top-level key", {"learning_rate": 1e-4},
      ["unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, report"]),
     ("unknown nested key", {"training": {"lerning_rate": 1e-4}},
-     ["unknown key `training.lerning_rate`; allowed here: ", "learning_rate"]),
+     ["unknown key `training.lerning_rate` (did you mean learning_rate?); allowed here: "]),
     ("a token in the config", {"hf_token": FAKE_TOKEN}, ["unknown key `hf_token`; allowed here:"]),
     ("learning rate of the wrong type", {"training": {"learning_rate": "fast"}},
      ["`training.learning_rate` = 'fast': must be of type number"]),
