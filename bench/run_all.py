@@ -14,6 +14,7 @@ adds bench/results/summary.json with each target's figure and whether it was met
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -120,6 +121,10 @@ def main(argv=None) -> dict:
     repetitions = ["--repetitions", str(args.repetitions)]
     threads = ["--threads", str(args.threads)] if args.threads else []
     study = ["--study", str(args.study)]
+    load = os.getloadavg()[0]
+    if not args.quick and load > 0.5:
+        print(f"note: load average {load:.1f} on {os.cpu_count()} cores before starting: other work is running, "
+              "and the figures will spread (targets whose repetitions spread widely are marked noisy)")
     print("== workflow overhead" + ("" if args.quick else f" (study in {args.study}; built on the first run)"))
     workflow = workflow_overhead.main(common + ([] if args.quick else study + repetitions))
     print("\n== training: blog recipe vs ours")

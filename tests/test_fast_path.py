@@ -135,3 +135,12 @@ def test_full_logits_loss_is_trls_chunked_loss(word_tokenizer, default_config, t
     use_lm_head_loss(trainer, {"lm_head_loss": "full_logits"})
     full = trainer.compute_loss(model, dict(batch))
     assert torch.allclose(chunked, full, rtol=1e-5)
+
+
+def test_throughput_counts_packed_sequences_not_rows():
+    from ftcompare.training import TokenCountingCollator
+
+    counter = TokenCountingCollator(PackedRowsCollator(pad_token_id=PAD))
+    counter(BINS)  # rows of 10 tokens, every one a sequence's
+    counter([{"input_ids": [5, 6, 7], "seq_lengths": [3]}, BINS[1]])  # 3 + 10 tokens in rows of 10
+    assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (5 + 3, 40, 20 + 13)
