@@ -34,8 +34,6 @@ REPORT_ONLY_S = 30.0
 TELEMETRY_OVERHEAD_PCT = 1.0
 # Deterministic runs on the same data: the same learning gives the same losses up to rounding.
 LOSS_TOLERANCE = 1e-3
-# Quiet repetitions spread 5-20 %; other jobs on a shared machine make them spread ten times that.
-NOISY_SPREAD_PCT = 30.0
 
 
 def parse_args(argv):
@@ -57,27 +55,41 @@ def training_targets(result: dict) -> list[dict]:
         speedup, loss_change = ratios["nonpad_tokens_per_s"], ratios["eval_loss_change"]
         final_change = ratios["final_train_loss_change"]
         no_worse = all(change is not None and change <= LOSS_TOLERANCE for change in (loss_change, final_change))
-        spread = _widest_spread(case["summary"][side]["nonpad_tokens_per_s"] for side in ("blog recipe", "ours"))
         note = ("" if loss_change is None or final_change is None
                 else f"final loss {final_change:+.4f}, eval loss {loss_change:+.4f}")
+        bounds = ratio_bounds(case["summary"]["ours"]["nonpad_tokens_per_s"],
+                              case["summary"]["blog recipe"]["nonpad_tokens_per_s"])
         rows.append(target(f"training {case['method']}, {case['model']} model: non-pad tokens/s x, losses no worse",
                            speedup, f">= {TRAINING_SPEEDUP} and loss change <= {LOSS_TOLERANCE}",
-                           speedup is not None and speedup >= TRAINING_SPEEDUP and no_worse, note, spread))
+                           speedup is not None and speedup >= TRAINING_SPEEDUP and no_worse, note,
+                           _straddles(bounds, TRAINING_SPEEDUP) if no_worse else None))
     return rows
 
 
 def generation_targets(result: dict) -> list[dict]:
-    return [target(f"generation, {case['model']} model, {case['prompts']} prompts: batched / pipeline",
-                   case["speedup"], f">= {GENERATION_SPEEDUP} with identical texts",
-                   case["speedup"] is not None and case["speedup"] >= GENERATION_SPEEDUP and case["texts_identical"],
-                   "texts identical" if case["texts_identical"] else "texts differ",
-                   _widest_spread(side["tokens_per_s"] for side in case["summary"].values()))
-            for case in result["cases"]]
+    rows = []
+    for case in result["cases"]:
+        ours, blog = (case["summary"][side]["tokens_per_s"] for side in generation_speed.SIDES[::-1])
+        rows.append(target(f"generation, {case['model']} model, {case['prompts']} prompts: batched / pipeline",
+                           case["speedup"], f">= {GENERATION_SPEEDUP} with identical texts",
+                           case["speedup"] is not None and case["speedup"] >= GENERATION_SPEEDUP
+                           and case["texts_identical"], "texts identical" if case["texts_identical"] else "texts differ",
+                           _straddles(ratio_bounds(ours, blog), GENERATION_SPEEDUP) if case["texts_identical"] else None))
+    return rows
 
 
-def _widest_spread(summaries) -> float | None:
-    spreads = [s["spread_pct"] for s in summaries if s.get("spread_pct") is not None]
-    return max(spreads) if spreads else None
+def ratio_bounds(ours: dict, theirs: dict) -> tuple[float, float] | None:
+    """The lowest and highest ratio the repetitions allow: our slowest over their fastest, and back."""
+    if not ours["min"] or not theirs["min"]:
+        return None
+    return ours["min"] / theirs["max"], ours["max"] / theirs["min"]
+
+
+def _straddles(bounds, threshold: float) -> tuple[float, float] | None:
+    """`bounds` when the repetitions' range of the ratio lies on both sides of the threshold, else None."""
+    if bounds is None or (bounds[0] >= threshold) == (bounds[1] >= threshold):
+        return None
+    return bounds
 
 
 def workflow_targets(result: dict) -> list[dict]:
@@ -104,15 +116,15 @@ def telemetry_targets(result: dict) -> list[dict]:
                    f"< {TELEMETRY_OVERHEAD_PCT}", share is not None and share < TELEMETRY_OVERHEAD_PCT, note)]
 
 
-def target(what: str, figure, threshold: str, met: bool, note: str = "", spread_pct: float | None = None) -> dict:
-    """One target's verdict; "noisy" instead of yes or no when the repetitions of a side spread over more
-    than NOISY_SPREAD_PCT of their median (other jobs on the machine): rerun it on an idle machine."""
+def target(what: str, figure, threshold: str, met: bool, note: str = "", straddling=None) -> dict:
+    """One target's verdict from the medians; "yes?" or "no?" when the repetitions' range of the ratio
+    (`straddling`, from ratio_bounds) lies on both sides of the threshold: then rerun on an idle machine."""
     verdict = "yes" if met else "no"
-    if spread_pct is not None and spread_pct > NOISY_SPREAD_PCT:
-        verdict = "noisy"
-        note = f"{note}; repetitions spread {spread_pct:.0f} %: rerun on an idle machine".lstrip("; ")
-    return {"target": what, "figure": figure, "threshold": threshold, "met": verdict, "note": note,
-            "spread_pct": spread_pct}
+    if straddling is not None:
+        verdict += "?"
+        note = (f"{note}; repetitions allow x{straddling[0]:.2f} to x{straddling[1]:.2f}, either side of the "
+                "threshold").lstrip("; ")
+    return {"target": what, "figure": figure, "threshold": threshold, "met": verdict, "note": note}
 
 
 def main(argv=None) -> dict:
@@ -124,7 +136,7 @@ def main(argv=None) -> dict:
     load = os.getloadavg()[0]
     if not args.quick and load > 0.5:
         print(f"note: load average {load:.1f} on {os.cpu_count()} cores before starting: other work is running, "
-              "and the figures will spread (targets whose repetitions spread widely are marked noisy)")
+              "and the figures will spread (a verdict the repetitions leave open is marked with '?')")
     print("== workflow overhead" + ("" if args.quick else f" (study in {args.study}; built on the first run)"))
     workflow = workflow_overhead.main(common + ([] if args.quick else study + repetitions))
     print("\n== training: blog recipe vs ours")

@@ -49,8 +49,8 @@ def test_the_blog_side_is_blog_yaml_and_ours_differs_only_in_speed_options():
 
 def test_targets_are_judged_from_the_figures():
     quiet = {"blog recipe": {"nonpad_tokens_per_s": harness.summarise([100, 105, 110])},
-             "ours": {"nonpad_tokens_per_s": harness.summarise([160, 170, 165])}}
-    busy = {**quiet, "ours": {"nonpad_tokens_per_s": harness.summarise([40, 170, 165])}}
+             "ours": {"nonpad_tokens_per_s": harness.summarise([170, 180, 175])}}
+    busy = {**quiet, "ours": {"nonpad_tokens_per_s": harness.summarise([40, 170, 165])}}  # x0.36 to x1.7
     training = {"cases": [
         {"model": "m", "method": "lora", "summary": quiet, "ratios": {"ours": {
             "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0005}}},
@@ -59,11 +59,12 @@ def test_targets_are_judged_from_the_figures():
         {"model": "n", "method": "lora", "summary": busy, "ratios": {"ours": {
             "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0}}}]}
     verdicts = [t["met"] for t in run_all.training_targets(training)]
-    assert verdicts == ["yes", "no", "noisy"]  # the second is faster but learns worse
+    assert verdicts == ["yes", "no", "yes?"]  # the second is faster but learns worse
     summary = {"tokens_per_s": harness.summarise([10.0, 11.0])}
     generation = {"cases": [{"model": "m", "prompts": 8, "speedup": 4.0, "texts_identical": False,
-                             "summary": {"blog": summary, "ours": summary}}]}
+                             "summary": {side: summary for side in run_all.generation_speed.SIDES}}]}
     assert run_all.generation_targets(generation)[0]["met"] == "no"
+    assert run_all.ratio_bounds(harness.summarise([4.0, 6.0]), harness.summarise([1.0, 2.0])) == (2.0, 6.0)
 
 
 @pytest.mark.slow
