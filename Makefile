@@ -1,6 +1,6 @@
 # Two commands on a fresh clone:
 #   make reproduce   virtual environment + the whole study on the embedded default (CPU, offline)
-#   make test        the test suite (installs what the tests need, Chromium included)
+#   make test        the test suite (installs what the tests need, Chromium and g++ included)
 # A torch already importable in $(VENV) (a ROCm or CUDA build you installed) is kept; otherwise
 # $(TORCH_SPEC) is installed. Example: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/rocm6.4"
 
@@ -18,8 +18,8 @@ reproduce: install
 	@echo "Report: results/report/report.html"
 
 test: install-test
-	@# Without root Chromium cannot be installed and the browser test skips; in CI it must install.
-	bash tests/setup_browser.sh || test -z "$$CI"
+	@# Without root Chromium and g++ cannot be installed and the tests that need them skip; in CI they must install.
+	bash tests/setup_system.sh || test -z "$$CI"
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed

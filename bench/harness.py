@@ -70,6 +70,7 @@ def machine() -> dict:
     info = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_vector_flags": cpu_vector_flags(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -156,6 +157,18 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def cpu_vector_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The CPU's vector and matrix extensions (AVX, AVX-512, AMX, bf16, FMA), which bound the matmul rates."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "bf16" in f)
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str:

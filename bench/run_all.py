@@ -57,6 +57,11 @@ def training_targets(result: dict) -> list[dict]:
         no_worse = all(change is not None and change <= LOSS_TOLERANCE for change in (loss_change, final_change))
         note = ("" if loss_change is None or final_change is None
                 else f"final loss {final_change:+.4f}, eval loss {loss_change:+.4f}")
+        compiled = case["ratios"].get("ours + compile")
+        if compiled is not None and compiled["nonpad_tokens_per_s"] is not None:
+            first_pass = case["summary"]["ours + compile"].get("first_pass_seconds")
+            note += (f"; with torch_compile (off by default): x{compiled['nonpad_tokens_per_s']:.2f}"
+                     + (f", first pass {first_pass:.0f} s" if first_pass is not None else ""))
         bounds = ratio_bounds(case["summary"]["ours"]["nonpad_tokens_per_s"],
                               case["summary"]["blog recipe"]["nonpad_tokens_per_s"])
         rows.append(target(f"training {case['method']}, {case['model']} model: non-pad tokens/s x, losses no worse",

@@ -45,6 +45,14 @@ def test_the_blog_side_is_blog_yaml_and_ours_differs_only_in_speed_options():
         differing = {key for key in theirs if theirs[key] != ours[key]}
         assert differing <= {"optim", "bf16", "lm_head_loss"}
         assert sides["ours + packing"][0] == {**ours, "packing": True}
+        assert ours["torch_compile"] is False and sides["ours + compile"][0] == {**ours, "torch_compile": True}
+
+
+def test_the_machine_record_names_the_vector_extensions(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu sse2 avx avx2 fma avx512f avx512_bf16 amx_tile\n")
+    assert harness.cpu_vector_flags(cpuinfo) == ["amx_tile", "avx", "avx2", "avx512_bf16", "avx512f", "fma"]
+    assert harness.cpu_vector_flags(tmp_path / "missing") == []
 
 
 def test_targets_are_judged_from_the_figures():
@@ -58,7 +66,11 @@ def test_targets_are_judged_from_the_figures():
             "nonpad_tokens_per_s": 2.0, "eval_loss_change": 0.01, "final_train_loss_change": 0.0}}},
         {"model": "n", "method": "lora", "summary": busy, "ratios": {"ours": {
             "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0}}}]}
+    training["cases"][0]["ratios"]["ours + compile"] = {"nonpad_tokens_per_s": 1.9}
+    training["cases"][0]["summary"] = {**quiet, "ours + compile": {"first_pass_seconds": 41.2}}
     verdicts = [t["met"] for t in run_all.training_targets(training)]
+    assert run_all.training_targets(training)[0]["note"].endswith(
+        "; with torch_compile (off by default): x1.90, first pass 41 s")
     assert verdicts == ["yes", "no", "yes?"]  # the second is faster but learns worse
     summary = {"tokens_per_s": harness.summarise([10.0, 11.0])}
     generation = {"cases": [{"model": "m", "prompts": 8, "speedup": 4.0, "texts_identical": False,

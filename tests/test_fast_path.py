@@ -5,7 +5,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ftcompare.fast_path import PackedRowsCollator, packed_layout, resolve_bf16, training_options
+from ftcompare.fast_path import (PackedRowsCollator, packed_layout, resolve_bf16, resolve_torch_compile,
+                                 training_options)
 
 PAD = 0
 
@@ -81,13 +82,35 @@ def test_bf16_auto_means_a_gpu_with_bf16():
         assert resolve_bf16("auto", "cuda") is False
 
 
+def test_torch_compile_auto_needs_the_compiler_inductor_runs(monkeypatch, tmp_path):
+    import importlib.util
+    compiler = tmp_path / "my-c++"
+    compiler.write_text("#!/bin/sh\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CXX", "my-c++")
+    assert resolve_torch_compile("auto", "cpu") == (True, f"auto: inductor builds CPU kernels with {compiler}")
+    monkeypatch.setenv("CXX", "no-such-c++")
+    compiled, why = resolve_torch_compile("auto", "cpu")
+    assert not compiled and "no C++ compiler 'no-such-c++' on PATH" in why
+    # What the config asks for explicitly wins; a missing compiler then fails loudly in inductor.
+    assert resolve_torch_compile(True, "cpu")[0] is True and resolve_torch_compile(False, "cpu")[0] is False
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    compiled, why = resolve_torch_compile("auto", "cuda")
+    assert not compiled and "Triton" in why
+
+
 def test_options_report_what_was_on(default_config, blog_config):
     from ftcompare.config import run_settings
     blog = training_options(run_settings(blog_config, "lora")["training"], "cpu")
     assert blog["packing"] is False and blog["bf16"] is False and blog["optim"] == "paged_adamw_32bit"
     assert blog["packed_layout"] is None
+    assert blog["torch_compile"] is False and blog["torch_compile_setting"] is False
     ours = training_options(run_settings(default_config, "lora")["training"], "cpu")
     assert ours["bf16"] is False and ours["bf16_setting"] == "auto"
+    assert ours["torch_compile"] is False and ours["torch_compile_setting"] is False
+    auto = training_options({**run_settings(default_config, "lora")["training"], "torch_compile": "auto"}, "cpu")
+    assert auto["torch_compile"] is resolve_torch_compile("auto", "cpu")[0] and auto["torch_compile_setting"] == "auto"
     assert packed_layout({"packing": True, "attn_implementation": "sdpa"}) == "rows"
 
 

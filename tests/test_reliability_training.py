@@ -21,6 +21,7 @@ from ftcompare.checkpoints import (FINISHED_FILE, changed_keys, checkpoint_step,
 from ftcompare.config import run_settings, validate_config
 from ftcompare.data_order import EpochSeededLengthGroupedSampler, SeededSFTTrainer
 from ftcompare.errors import FtcompareError
+from ftcompare.fast_path import resolve_torch_compile
 from ftcompare.generation import generate_outputs
 from ftcompare.training import ProgressRecorder, RunPaths, TokenCountingCollator, train_run
 
@@ -193,6 +194,38 @@ def sigterm_at_step_2(monkeypatch):
         return on_step_end(self, args, state, control, **kwargs)
 
     monkeypatch.setattr(ProgressRecorder, "on_step_end", terminating)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not resolve_torch_compile("auto", "cpu")[0],
+                    reason="inductor needs a C++ compiler on the CPU: bash tests/setup_system.sh")
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, method):
+    """torch_compile: the trainer runs inductor's kernels, and the losses match the eager run's."""
+    from torch._dynamo.utils import counters
+
+    # No LoRA dropout: inductor draws its own random numbers, so the two runs would drop different units.
+    training = {"learning_rate": 1e-2, "max_steps": 6}
+    results = {}
+    for compiled in (False, True):
+        counters.clear()
+        settings = settings_for(method, **training, torch_compile=compiled)
+        if method == "lora":
+            settings["lora"]["lora_dropout"] = 0.0
+        paths = run_paths(tiny_run, tmp_path / str(compiled))
+        metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+        results[compiled] = (metrics, [row["loss"] for row in rows], counters["stats"]["unique_graphs"])
+        assert metrics["options"]["torch_compile"] is compiled
+    (eager, eager_losses, eager_graphs), (compiled, compiled_losses, compiled_graphs) = results[False], results[True]
+    assert eager_graphs == 0 and compiled_graphs > 0
+    assert eager["eval_loss"] < eager["eval_loss_before_training"]  # it learned something to compare
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    assert compiled["eval_loss"] == pytest.approx(eager["eval_loss"], rel=1e-4)
+    # The saved weights are the model's, not the compiled wrapper's (no "_orig_mod." in their names).
+    from safetensors import safe_open
+    saved = next((tmp_path / "True" / "model").glob("*.safetensors"))
+    with safe_open(str(saved), "pt") as handle:
+        assert handle.keys() and not any("_orig_mod" in key for key in handle.keys())
 
 
 @pytest.mark.slow

@@ -628,3 +628,20 @@ def test_verdict_wording_for_each_outcome():
     unknown = replace(lora, metrics=replace(lora.metrics, eval_loss_before_training=None))
     assert "cannot say" in run_verdict(unknown, full).sentence
     assert run_verdict(full, full).cost_sentence is None
+
+
+def test_the_notes_say_which_runtimes_include_compilation():
+    import pandas as pd
+    from ftcompare.report.headline import headline_table
+    from ftcompare.report.inputs import Metrics, RunResult
+    from ftcompare.report.telemetry import Telemetry
+
+    def run(name, compiled):
+        metrics = Metrics(run=name, method="lora", options={"torch_compile": compiled}, train_runtime_s=10.0)
+        return RunResult(name=name, metrics=metrics, log_history=pd.DataFrame(), telemetry=Telemetry())
+
+    notes = headline_table([run("a", True), run("b", False), run("c", True)]).notes
+    assert [note for note in notes if "torch.compile" in note] == [
+        "Runs a, c trained under torch.compile: runtime includes the compilation during the first steps (tens of "
+        "seconds on a CPU, less when inductor's cache already holds the kernels); tokens/s leaves it out."]
+    assert not [note for note in headline_table([run("b", False)]).notes if "torch.compile" in note]

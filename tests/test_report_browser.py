@@ -1,7 +1,7 @@
 """The fixture report in real headless Chromium, offline: it loads, shows its figures, logs no
 error, runs no script and asks for nothing beyond its own file.
 
-Chromium comes from Debian's package (bash tests/setup_browser.sh; `make test` runs it first). It is
+Chromium comes from Debian's package (bash tests/setup_system.sh; `make test` runs it first). It is
 driven over the DevTools protocol on --remote-debugging-pipe: NUL-separated JSON messages, read by
 Chromium from fd 3 and written to fd 4, so no WebSocket client and no open port are needed.
 
@@ -41,7 +41,7 @@ CHROMIUM_FLAGS = [
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: run `bash tests/setup_browser.sh` "
+                       reason="/usr/bin/chromium is absent: run `bash tests/setup_system.sh` "
                               "(apt-get install chromium)"),
 ]
 

@@ -1,5 +1,5 @@
 """The workflow's speed options beyond the blog's recipe: bf16 where the GPU has it, the loss from
-the whole logits, packed rows.
+the whole logits, torch.compile, packed rows.
 
 TRL's SFTTrainer computes the loss with a chunked LM head: the logits in tiles, never whole,
 recomputed in the backward, plus the entropy and token accuracy it logs. That saves memory when the
@@ -14,9 +14,20 @@ passes use_cache=False); flash-attention kernels read the same boundaries. TRL's
 packed data lays the whole batch end to end in one row, so sdpa and eager attend over
 (batch x max_length)^2 positions, most of them masked; PackedRowsCollator keeps one packed bin per
 row, which gives the same loss for a quarter of that attention at batch size 4.
+
+torch.compile (inductor) fuses the small operations between the matrix products (norms, rotary
+embedding, SiLU, dropout, the loss) into a few generated kernels: the same model and the same
+learning, up to float rounding and the random numbers LoRA's dropout draws. The first steps pay the
+compilation (tens of seconds on a CPU; inductor keeps what it built in its cache for the next run).
+Inductor builds CPU kernels with a C++ compiler and GPU kernels with Triton; `auto` compiles where
+the one it needs is there.
 """
 
 import functools
+import importlib.util
+import os
+import shutil
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +37,10 @@ IGNORE_INDEX = -100
 # Attention kernels that build a dense mask from position_ids (rather than varlen boundaries).
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
 # The training keys that decide speed or numerics, as metrics.json's `options` reports them.
-OPTION_KEYS = ("packing", "lm_head_loss", "bf16", "fp16", "gradient_checkpointing", "attn_implementation", "optim",
-               "group_by_length", "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length",
-               "lr_scheduler_type", "warmup_ratio", "max_grad_norm", "weight_decay")
+OPTION_KEYS = ("packing", "lm_head_loss", "torch_compile", "bf16", "fp16", "gradient_checkpointing",
+               "attn_implementation", "optim", "group_by_length", "per_device_train_batch_size",
+               "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type", "warmup_ratio", "max_grad_norm",
+               "weight_decay")
 
 
 def resolve_bf16(setting, device: str) -> bool:
@@ -38,11 +50,32 @@ def resolve_bf16(setting, device: str) -> bool:
     return bool(setting)
 
 
+def resolve_torch_compile(setting, device: str) -> tuple[bool, str]:
+    """(compile or not, why). `auto`: where inductor can build kernels: Triton on a GPU, a C++ compiler on the CPU."""
+    if setting != "auto":
+        return bool(setting), "asked for in the config"
+    if device == "cuda":
+        if importlib.util.find_spec("triton") is None:
+            return False, "auto: Triton, which inductor builds GPU kernels with, is not installed"
+        return True, "auto: Triton is installed"
+    compiler = inductor_cpp_compiler()
+    if shutil.which(compiler) is None:
+        return False, f"auto: no C++ compiler {compiler!r} on PATH, which inductor builds CPU kernels with"
+    return True, f"auto: inductor builds CPU kernels with {shutil.which(compiler)}"
+
+
+def inductor_cpp_compiler() -> str:
+    """The compiler inductor runs for CPU kernels (torch._inductor.config.cpp.cxx): $CXX, else g++ (clang++ on macOS)."""
+    return os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
+
+
 def training_options(training: dict, device: str) -> dict:
-    """The speed and numerics options a run trained with, `auto` resolved (bf16_setting keeps the asked value)."""
+    """The speed and numerics options a run trained with, `auto` resolved (*_setting keeps the asked value)."""
     options = {key: training[key] for key in OPTION_KEYS}
     options["bf16"] = resolve_bf16(training["bf16"], device)
     options["bf16_setting"] = training["bf16"]
+    options["torch_compile"] = resolve_torch_compile(training["torch_compile"], device)[0]
+    options["torch_compile_setting"] = training["torch_compile"]
     options["packed_layout"] = packed_layout(training)
     return options
 

@@ -27,7 +27,8 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import resolve_bf16, training_collator, training_options, use_lm_head_loss
+from ftcompare.fast_path import (resolve_bf16, resolve_torch_compile, training_collator, training_options,
+                                 use_lm_head_loss)
 
 log = logging.getLogger("ftcompare.training")
 
@@ -60,6 +61,7 @@ def build_lora_config(lora: dict) -> LoraConfig:
 
 
 def build_sft_config(training: dict, seed: int, output_dir: Path, device: str) -> SFTConfig:
+    torch_compile = resolve_torch_compile(training["torch_compile"], device)[0]
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=training["num_train_epochs"],
@@ -84,6 +86,8 @@ def build_sft_config(training: dict, seed: int, output_dir: Path, device: str) -
         fp16=training["fp16"],
         bf16=resolve_bf16(training["bf16"], device),
         activation_checkpointing=training["gradient_checkpointing"],
+        torch_compile=torch_compile,
+        torch_compile_backend="inductor" if torch_compile else None,
         report_to=list(training["report_to"]),
         seed=seed,
         data_seed=seed,
@@ -255,6 +259,8 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     if method == "lora":
         model = get_peft_model(model, build_lora_config(settings["lora"]))
     trainable, total = count_parameters(model)
+    compiled, why = resolve_torch_compile(training["torch_compile"], device)
+    log.info("run %s: torch.compile %s (%s)", run, "on" if compiled else "off", why)
     log.info("run %s (%s): trainable params: %s || all params: %s || trainable%%: %.4f",
              run, method, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 

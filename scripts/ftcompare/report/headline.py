@@ -128,6 +128,11 @@ def _notes(runs: list[RunResult], full: RunResult | None, base_loss: float | Non
         notes.append(f"Throughput in tokens/s excludes {excluded} (warm-up). Samples/s is the trainer's "
                      f"figure over the whole training loop (train_samples_per_second, the figure the blog "
                      f"reports); runtime is that loop too.")
+    compiled = [run.name for run in runs if run.metrics.options.get("torch_compile") is True]
+    if compiled:
+        notes.append(f"Run{'s' if len(compiled) > 1 else ''} {', '.join(compiled)} trained under torch.compile: "
+                     f"runtime includes the compilation during the first steps (tens of seconds on a CPU, "
+                     f"less when inductor's cache already holds the kernels); tokens/s leaves it out.")
     notes.append("Peak memory, allocator: torch.cuda.max_memory_allocated since the start of training. "
                  "Device-wide: the highest VRAM used on the device as the vendor library reports it "
                  "(amdsmi or NVML), which includes other processes and the allocator's cache; on a CPU "
