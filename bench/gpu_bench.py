@@ -9,6 +9,8 @@ LoRA (the blog's LoraConfig, from config/blog.yaml) and full, each way:
   ours:        fp32 master weights under bf16 autocast, fused AdamW, sdpa attention: what
                config/config.yaml turns on (bf16: auto, optim: adamw_torch_fused). With every row
                --seq-len tokens long, packing changes nothing here.
+  ours + compile: ours under torch.compile (inductor), which config/config.yaml leaves off
+               (`torch_compile`); the warm-up steps pay the compilation, `warmup_s` says how long.
 
 If a side runs out of GPU memory it is run again with gradient checkpointing, and the result says
 so. Per side: tokens/s, model TFLOP/s and MFU (ftcompare.flops: 6·N per token for full, 4·N plus
@@ -18,7 +20,7 @@ for both sides), peak memory (torch.cuda.max_memory_allocated) and the loss of t
 It needs only torch, transformers, peft and pyyaml (the GPU machine's image has them; no TRL,
 datasets or jsonschema). From the repository root:
 
-    python3 bench/gpu_bench.py --out "$OUT"          # about 3 minutes on an H200
+    python3 bench/gpu_bench.py --out "$OUT"          # a few minutes on an H200 (not yet run there)
     python3 bench/gpu_bench.py --tiny --out /tmp/x   # a tiny model on any device: checks the script runs
 """
 
@@ -47,13 +49,14 @@ LLAMA_2_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 110
 TINY_LLAMA = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 128,
               "tie_word_embeddings": False}
-SIDES = ("blog recipe", "ours")
+SIDES = ("blog recipe", "ours", "ours + compile")
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for gpu_bench.json")
     parser.add_argument("--methods", default="lora,full")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, of: {', '.join(SIDES)}")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing (default 3)")
@@ -73,9 +76,11 @@ def blog_settings() -> dict:
 def recipe(side: str, device: torch.device) -> dict:
     """What one side runs with: autocast dtype (None = fp32) and the optimizer."""
     if side == "blog recipe":
-        return {"autocast": None, "optimizer": "paged_adamw_32bit" if _has_bitsandbytes(device) else "adamw_torch"}
+        return {"autocast": None, "optimizer": "paged_adamw_32bit" if _has_bitsandbytes(device) else "adamw_torch",
+                "compile": False}
     bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
-    return {"autocast": torch.bfloat16 if bf16 else None, "optimizer": "adamw_torch_fused"}
+    return {"autocast": torch.bfloat16 if bf16 else None, "optimizer": "adamw_torch_fused",
+            "compile": side == "ours + compile"}
 
 
 def _has_bitsandbytes(device) -> bool:
@@ -124,11 +129,13 @@ def _train_steps(model, method, side, settings, batches, warmup, device, peak_fl
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times, loss = [], None
+    forward = torch.compile(model) if chosen["compile"] else model
+    times, loss, began = [], None, time.perf_counter()
+    warmup_s = 0.0
     for index, input_ids in enumerate(batches):
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=chosen["autocast"], enabled=chosen["autocast"] is not None):
-            loss = model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+            loss = forward(input_ids=input_ids, labels=input_ids, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], training["max_grad_norm"])
         optimizer.step()
@@ -137,11 +144,15 @@ def _train_steps(model, method, side, settings, batches, warmup, device, peak_fl
             torch.cuda.synchronize()
         if index >= warmup:
             times.append(time.perf_counter() - started)
+        elif index == warmup - 1:
+            warmup_s = time.perf_counter() - began
     step_s = sorted(times)[len(times) // 2]
     del optimizer
     return {
         "autocast": "bf16" if chosen["autocast"] is torch.bfloat16 else "fp32",
         "optimizer": chosen["optimizer"],
+        "torch_compile": chosen["compile"],
+        "warmup_s": warmup_s,
         "gradient_checkpointing": checkpointing,
         "median_step_s": step_s,
         "tokens_per_s": batch * seq_len / step_s,
@@ -203,7 +214,9 @@ def main(argv=None) -> dict:
     batches = random_batches(warmup + steps, batch, seq_len, spec["vocab_size"], device)
     results = {}
     for method in [m for m in args.methods.split(",") if m]:
-        for side in SIDES:
+        for side in [s for s in args.sides.split(",") if s]:
+            if side not in SIDES:
+                raise SystemExit(f"--sides: unknown side {side!r} ({', '.join(SIDES)})")
             if method == "lora":
                 lora = settings["lora"]
                 adapted = get_peft_model(model, LoraConfig(
@@ -231,16 +244,19 @@ def main(argv=None) -> dict:
         "method": __doc__,
         "results": results,
         "ratios_ours_over_blog": {method: _ratio(results, method) for method in args.methods.split(",") if method},
+        "ratios_ours_compile_over_blog": {method: _ratio(results, method, "ours + compile")
+                                          for method in args.methods.split(",") if method},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"tokens/s ours / blog: {json.dumps(result['ratios_ours_over_blog'])}")
+    print(f"tokens/s ours / blog: {json.dumps(result['ratios_ours_over_blog'])}; ours + compile / blog: "
+          f"{json.dumps(result['ratios_ours_compile_over_blog'])}")
     print(f"written to {args.out / 'gpu_bench.json'}")
     return result
 
 
-def _ratio(results: dict, method: str):
-    blog, ours = results.get(f"{method}, blog recipe", {}), results.get(f"{method}, ours", {})
+def _ratio(results: dict, method: str, side: str = "ours"):
+    blog, ours = results.get(f"{method}, blog recipe", {}), results.get(f"{method}, {side}", {})
     if "tokens_per_s" not in blog or "tokens_per_s" not in ours:
         return None
     return ours["tokens_per_s"] / blog["tokens_per_s"]
@@ -248,14 +264,14 @@ def _ratio(results: dict, method: str):
 
 def print_row(name: str, r: dict, flush: bool = False) -> None:
     if "out_of_memory" in r:
-        print(f"{name:<20} {r['autocast']:>5} {r['optimizer']:<18} out of memory, with and without gradient "
+        print(f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} out of memory, with and without gradient "
               f"checkpointing: {r['out_of_memory'][-1]}", flush=flush)
         return
     memory = "n/a" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:,.0f} MiB"
     extra = " (gradient checkpointing after OOM)" if r.get("first_try") else ""
-    print(f"{name:<20} {r['autocast']:>5} {r['optimizer']:<18} {r['tokens_per_s']:>10,.0f} tokens/s  "
+    print(f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} {r['tokens_per_s']:>10,.0f} tokens/s  "
           f"{r['model_tflops_per_s']:7.1f} TFLOP/s  MFU {r['mfu_pct']:5.1f} %  peak {memory}  "
-          f"loss {r['last_loss']:.3f}{extra}", flush=flush)
+          f"loss {r['last_loss']:.3f}  warm-up {r['warmup_s']:.1f} s{extra}", flush=flush)
 
 
 if __name__ == "__main__":

@@ -88,10 +88,11 @@ def test_the_whole_harness_runs_quick(tmp_path, capsys):
     training = json.loads((tmp_path / "training_speed.json").read_text())
     assert training["machine"]["cpu_count"] and training["versions"]["torch"]
     sides = {side for case in training["cases"] for side in case["summary"]}
-    assert sides == {"blog recipe", "ours", "ours + packing"}
+    assert sides == {"blog recipe", "ours", "ours + compile", "ours + packing"}
     for case in training["cases"]:
         for side in case["summary"].values():
             assert side["samples"] == 16 and side["final_train_loss"] > 0 and side["eval_loss"] > 0
+            assert side["first_pass_seconds"] > 0
     generation = json.loads((tmp_path / "generation_speed.json").read_text())
     assert generation["cases"][0]["prompts"] == 2 and generation["cases"][0]["texts_identical"]
     assert {t["target"].split(",")[0] for t in summary["targets"]} >= {"training lora", "training full"}
@@ -106,11 +107,16 @@ def test_the_gpu_script_runs_on_a_tiny_model(tmp_path):
 
     result = gpu_bench.main(["--tiny", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert set(written["results"]) == {"lora, blog recipe", "lora, ours", "full, blog recipe", "full, ours"}
+    assert set(written["results"]) == {f"{method}, {side}" for method in ("lora", "full")
+                                       for side in ("blog recipe", "ours", "ours + compile")}
     ours, blog = result["results"]["full, ours"], result["results"]["full, blog recipe"]
     assert (blog["autocast"], ours["autocast"]) == ("fp32", "bf16")
     assert ours["optimizer"] == "adamw_torch_fused"
     assert 0 < ours["mfu_pct"] and ours["tokens_per_s"] > 0
+    compiled = result["results"]["lora, ours + compile"]
+    assert compiled["torch_compile"] is True and ours["torch_compile"] is False
+    assert compiled["warmup_s"] > 0 and compiled["tokens_per_s"] > 0
+    assert written["ratios_ours_compile_over_blog"]["lora"] > 0
 
 
 def test_the_gpu_script_retries_with_checkpointing_after_running_out_of_memory(monkeypatch):

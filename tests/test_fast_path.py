@@ -5,6 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+from ftcompare.errors import FtcompareError
 from ftcompare.fast_path import (PackedRowsCollator, packed_layout, resolve_bf16, resolve_torch_compile,
                                  training_options)
 
@@ -90,14 +91,19 @@ def test_torch_compile_auto_needs_the_compiler_inductor_runs(monkeypatch, tmp_pa
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setenv("CXX", "my-c++")
     assert resolve_torch_compile("auto", "cpu") == (True, f"auto: inductor builds CPU kernels with {compiler}")
+    assert resolve_torch_compile(True, "cpu") == (True, "asked for in the config")
     monkeypatch.setenv("CXX", "no-such-c++")
     compiled, why = resolve_torch_compile("auto", "cpu")
-    assert not compiled and "no C++ compiler 'no-such-c++' on PATH" in why
-    # What the config asks for explicitly wins; a missing compiler then fails loudly in inductor.
-    assert resolve_torch_compile(True, "cpu")[0] is True and resolve_torch_compile(False, "cpu")[0] is False
+    assert not compiled and "no C++ compiler 'no-such-c++'" in why and "on PATH" in why
+    # Asked for where inductor cannot build kernels: refused before the model loads, naming the key.
+    with pytest.raises(FtcompareError, match=r"^training.torch_compile: true, but no C\+\+ compiler 'no-such-c\+\+'"):
+        resolve_torch_compile(True, "cpu")
+    assert resolve_torch_compile(False, "cpu") == (False, "off in the config")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     compiled, why = resolve_torch_compile("auto", "cuda")
     assert not compiled and "Triton" in why
+    with pytest.raises(FtcompareError, match="Triton"):
+        resolve_torch_compile(True, "cuda")
 
 
 def test_options_report_what_was_on(default_config, blog_config):

@@ -228,6 +228,14 @@ def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, met
         assert handle.keys() and not any("_orig_mod" in key for key in handle.keys())
 
 
+def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    paths = run_paths(tiny_run, tmp_path)
+    with pytest.raises(FtcompareError, match=r"^training.torch_compile: true, but no C\+\+ compiler"):
+        train_run(settings_for(torch_compile=True), paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert not paths.model_out.exists() and not paths.checkpoints.exists()
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_stops_and_fails(tiny_run, tmp_path, sigterm_at_step_2):
     handler_before = signal.getsignal(signal.SIGTERM)

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 import transformers
 
+from ftcompare.errors import FtcompareError
+
 IGNORE_INDEX = -100
 # Attention kernels that build a dense mask from position_ids (rather than varlen boundaries).
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
@@ -51,17 +53,35 @@ def resolve_bf16(setting, device: str) -> bool:
 
 
 def resolve_torch_compile(setting, device: str) -> tuple[bool, str]:
-    """(compile or not, why). `auto`: where inductor can build kernels: Triton on a GPU, a C++ compiler on the CPU."""
-    if setting != "auto":
-        return bool(setting), "asked for in the config"
+    """(compile or not, why). `auto`: where inductor can build kernels: Triton on a GPU, a C++ compiler on the CPU.
+
+    `true` where inductor cannot build them is refused here, before the model loads, rather than by
+    inductor in the middle of the first step.
+    """
+    if setting is False:
+        return False, "off in the config"
+    missing = _missing_kernel_toolchain(device)
+    if setting is True:
+        if missing:
+            raise FtcompareError(f"training.torch_compile: true, but {missing}. Install it, or set "
+                                 "torch_compile to auto (compile where possible) or false.")
+        return True, "asked for in the config"
+    if missing:
+        return False, f"auto: {missing}"
+    return True, ("auto: Triton is installed" if device == "cuda"
+                  else f"auto: inductor builds CPU kernels with {shutil.which(inductor_cpp_compiler())}")
+
+
+def _missing_kernel_toolchain(device: str) -> str | None:
+    """What inductor lacks to build kernels for `device`, or None."""
     if device == "cuda":
         if importlib.util.find_spec("triton") is None:
-            return False, "auto: Triton, which inductor builds GPU kernels with, is not installed"
-        return True, "auto: Triton is installed"
+            return "Triton, which inductor builds GPU kernels with, is not installed"
+        return None
     compiler = inductor_cpp_compiler()
     if shutil.which(compiler) is None:
-        return False, f"auto: no C++ compiler {compiler!r} on PATH, which inductor builds CPU kernels with"
-    return True, f"auto: inductor builds CPU kernels with {shutil.which(compiler)}"
+        return f"no C++ compiler {compiler!r} (inductor runs $CXX, else g++) is on PATH to build CPU kernels with"
+    return None
 
 
 def inductor_cpp_compiler() -> str:

@@ -253,14 +253,14 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
     run, method, training = settings["run"], settings["method"], settings["training"]
     transformers.set_seed(settings["seed"])
+    compiled, why = resolve_torch_compile(training["torch_compile"], device)
+    log.info("run %s: torch.compile %s (%s)", run, "on" if compiled else "off", why)
     sampler.set_phase("load")
     tokenizer = AutoTokenizer.from_pretrained(str(paths.base_model), trust_remote_code=trust_remote_code)
     model = load_model(paths.base_model, dtype, training["attn_implementation"], trust_remote_code)
     if method == "lora":
         model = get_peft_model(model, build_lora_config(settings["lora"]))
     trainable, total = count_parameters(model)
-    compiled, why = resolve_torch_compile(training["torch_compile"], device)
-    log.info("run %s: torch.compile %s (%s)", run, "on" if compiled else "off", why)
     log.info("run %s (%s): trainable params: %s || all params: %s || trainable%%: %.4f",
              run, method, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
