@@ -33,3 +33,20 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_files_a_library_wrote_owner_only_in_a_folder_output_become_readable(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "model", is_dir=True) as folder:
+            (folder / "sub").mkdir(mode=0o700)
+            for name in ("model.safetensors", "sub/config.json"):
+                (folder / name).write_bytes(b"x")
+                (folder / name).chmod(0o600)  # as safetensors writes its weights
+            (folder / "run.sh").write_bytes(b"")
+            (folder / "run.sh").chmod(0o700)
+    finally:
+        os.umask(umask)
+    modes = {path.relative_to(tmp_path / "model").as_posix(): path.stat().st_mode & 0o777
+             for path in (tmp_path / "model").rglob("*")}
+    assert modes == {"model.safetensors": 0o644, "sub": 0o755, "sub/config.json": 0o644, "run.sh": 0o744}

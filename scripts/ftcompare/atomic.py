@@ -25,6 +25,8 @@ def atomic_path(path, is_dir: bool = False):
     tmp.chmod((0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
+        if is_dir:
+            _widen_to_umask(tmp, umask)
         if is_dir and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -34,6 +36,19 @@ def atomic_path(path, is_dir: bool = False):
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _widen_to_umask(folder: Path, umask: int) -> None:
+    """Give what a library wrote owner-only inside `folder` (safetensors' weights, made 0600) the permissions
+    the umask allows, so that a group sharing the results can read the models; nothing is narrowed."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            entry = Path(root, name)
+            entry.chmod(entry.stat().st_mode & 0o7777 | (0o777 & ~umask))
+        for name in files:
+            entry = Path(root, name)
+            if not entry.is_symlink():
+                entry.chmod(entry.stat().st_mode & 0o7777 | (0o666 & ~umask))
 
 
 def write_text(path, text: str) -> None:
