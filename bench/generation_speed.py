@@ -144,8 +144,6 @@ def main(argv=None) -> dict:
             cases.append(case)
     result = {
         "benchmark": "generation: per-prompt pipeline (the blog's way) vs batched generation",
-        "machine": harness.machine(),
-        "versions": harness.versions(),
         "settings": {"quick": args.quick, "repetitions": repetitions, "warmup": warmup, "device": device,
                      "generation": settings, "seed": default["seed"]},
         "method": __doc__,

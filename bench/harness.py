@@ -24,6 +24,7 @@ if str(REPO / "scripts") not in sys.path:
 from ftcompare.atomic import write_json  # noqa: E402
 from ftcompare.report.provenance import git_state  # noqa: E402
 
+CPUINFO = Path("/proc/cpuinfo")
 RESULTS_DIR = REPO / "bench" / "results"
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "snakemake")
 
@@ -111,8 +112,10 @@ def versions() -> dict:
 
 
 def write_result(name: str, result: dict, out_dir: Path = RESULTS_DIR) -> Path:
-    """bench/results/<name>.json (or under out_dir), with the machine's load at the end added."""
-    result = {**result, "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    """bench/results/<name>.json (or under out_dir): after the result's `benchmark`, the machine and the
+    package versions; at the end, the machine's load then and the time."""
+    result = {"benchmark": result["benchmark"], "machine": machine(), "versions": versions(), **result,
+              "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
               "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = Path(out_dir) / f"{name}.json"
     write_json(path, result)
@@ -159,23 +162,22 @@ def _cell(value) -> str:
     return str(value)
 
 
-def cpu_vector_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+def cpu_vector_flags(cpuinfo: Path = CPUINFO) -> list[str]:
     """The CPU's vector and matrix extensions (AVX, AVX-512, AMX, bf16, FMA), which bound the matmul rates."""
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "bf16" in f)
-    except OSError:
-        pass
-    return []
+    flags = (_cpuinfo_field("flags", cpuinfo) or "").split()
+    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "bf16" in f)
 
 
 def _cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path = CPUINFO) -> str | None:
+    """The first CPU's `name` field in /proc/cpuinfo, or None (no such field, or no /proc)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None

@@ -455,8 +455,6 @@ def main(argv=None) -> dict:
                 process.close()
     result = {
         "benchmark": "training: the blog's recipe vs the workflow's default path",
-        "machine": harness.machine(),
-        "versions": harness.versions(),
         "fp32_matmul_gflops": matmul_gflops,
         "settings": {"quick": args.quick, "repetitions": repetitions, "warmup": warmup, "device": device,
                      "larger_cpu_llama": LARGER_CPU_LLAMA, "seed": SEED},

@@ -117,8 +117,7 @@ def main(argv=None) -> dict:
         result = {"where": str(args.study), "repetitions": args.repetitions, "commands": commands,
                   "study_update_s": update["seconds"], "study_was_current": update["did_nothing"],
                   "job_seconds": job_seconds(args.study)}
-    result = {"benchmark": "workflow overhead", "machine": harness.machine(), "versions": harness.versions(),
-              "settings": {"quick": args.quick}, "method": __doc__, **result}
+    result = {"benchmark": "workflow overhead", "settings": {"quick": args.quick}, "method": __doc__, **result}
     print_result(result)
     path = harness.write_result("workflow_overhead", result, args.out_dir)
     print(f"written to {path}")
