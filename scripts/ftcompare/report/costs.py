@@ -38,32 +38,31 @@ def memory_figure_label(name: str) -> str:
 
 def allocator_peak(run: RunResult) -> Measured | None:
     """torch's max_memory_allocated (reset before training)."""
-    figure = run.metrics.memory_value("torch_max_allocated_mb")
-    if figure is not None:
-        return Measured(figure.value, "torch max allocated", figure.source)
-    peak = run.telemetry.peak("torch_allocated_mb")
-    if peak is not None:
-        return Measured(peak.value, "torch allocated", run.telemetry.peak_origin(peak))
-    return None
+    return (_from_metrics(run, "torch_max_allocated_mb", "torch max allocated")
+            or _from_telemetry(run, "torch_allocated_mb", "torch allocated"))
 
 
 def device_memory_peak(run: RunResult) -> Measured | None:
     """Device-wide VRAM used at its peak; on a CPU run the process RSS stands in, labelled so."""
-    figure = run.metrics.memory_value("device_vram_used_mb")
-    if figure is not None:
-        return Measured(figure.value, "VRAM used", figure.source)
-    peak = run.telemetry.peak("vram_used_mb")
-    if peak is not None:
-        return Measured(peak.value, "VRAM used", run.telemetry.peak_origin(peak))
-    figure = run.metrics.memory_value("rss_mb")
-    if figure is not None:
-        return Measured(figure.value, "process RSS", figure.source)
-    peak = run.telemetry.peak("rss_mb")
-    if peak is not None:
-        return Measured(peak.value, "process RSS", run.telemetry.peak_origin(peak))
-    if run.metrics.peak_memory_mb is not None:
+    measured = (_from_metrics(run, "device_vram_used_mb", "VRAM used")
+                or _from_telemetry(run, "vram_used_mb", "VRAM used")
+                or _from_metrics(run, "rss_mb", "process RSS")
+                or _from_telemetry(run, "rss_mb", "process RSS"))
+    if measured is None and run.metrics.peak_memory_mb is not None:
         return Measured(run.metrics.peak_memory_mb, "peak memory", run.metrics.peak_memory_source)
-    return None
+    return measured
+
+
+def _from_metrics(run: RunResult, name: str, kind: str) -> Measured | None:
+    """metrics.json's memory figure `name`, if the trainer measured it."""
+    figure = run.metrics.memory_value(name)
+    return None if figure is None else Measured(figure.value, kind, figure.source)
+
+
+def _from_telemetry(run: RunResult, column: str, kind: str) -> Measured | None:
+    """The telemetry's peak of `column`, if it sampled one."""
+    peak = run.telemetry.peak(column)
+    return None if peak is None else Measured(peak.value, kind, run.telemetry.peak_origin(peak))
 
 
 def device_memory_fraction_pct(run: RunResult) -> float | None:

@@ -111,14 +111,9 @@ def memory_over_time_figure(runs: list[RunResult]) -> FigureSpec | None:
         phases |= _shade_phases(axes, run.telemetry)
         devices = _devices(run.telemetry)
         for column, label, color in MEMORY_SERIES:
-            for index, device in enumerate(devices):
-                series = _series(run.telemetry, column, device)
-                if series is None:
-                    continue
-                style = DEVICE_LINESTYLES[index % len(DEVICE_LINESTYLES)]
-                axes.plot(series[0], series[1], color=color, linestyle=style, linewidth=1.2)
-                key = label if len(devices) == 1 or column == "rss_mb" else f"{label}, {device}"
-                legend_lines.setdefault(key, Line2D([], [], color=color, linestyle=style))
+            # RSS is the process's, not a device's: one legend entry whatever the devices.
+            _plot_per_device(axes, run.telemetry, column, label, color, devices, 1.2, legend_lines,
+                             per_device_legend=len(devices) > 1 and column != "rss_mb")
         axes.set_title(_run_title(run), loc="left")
         axes.set_ylabel("Memory [MB]")
         _group_thousands(axes)
@@ -134,6 +129,22 @@ def memory_over_time_figure(runs: list[RunResult]) -> FigureSpec | None:
                "Source: each run's telemetry.csv.")
     figure.tight_layout(rect=(0, 0, 1, _legend_top(figure, legend_rows)))
     return FigureSpec("memory_over_time", "Memory over time", caption, figure)
+
+
+def _plot_per_device(axes, telemetry, column: str, label: str, color: str, devices: list, linewidth: float,
+                     legend_lines: dict, per_device_legend: bool) -> bool:
+    """One line per device that sampled `column` (a line style per device); whether any was drawn."""
+    drawn = False
+    for index, device in enumerate(devices):
+        series = _series(telemetry, column, device)
+        if series is None:
+            continue
+        style = DEVICE_LINESTYLES[index % len(DEVICE_LINESTYLES)]
+        axes.plot(series[0], series[1], color=color, linestyle=style, linewidth=linewidth)
+        key = f"{label}, {device}" if per_device_legend else label
+        legend_lines.setdefault(key, Line2D([], [], color=color, linestyle=style))
+        drawn = True
+    return drawn
 
 
 def utilisation_power_figure(runs: list[RunResult]) -> FigureSpec | None:
@@ -155,15 +166,8 @@ def utilisation_power_figure(runs: list[RunResult]) -> FigureSpec | None:
             phases |= _shade_phases(axes, run.telemetry)
             drawn = False
             for column, label, color in series_list:
-                for index, device in enumerate(devices):
-                    series = _series(run.telemetry, column, device)
-                    if series is None:
-                        continue
-                    style = DEVICE_LINESTYLES[index % len(DEVICE_LINESTYLES)]
-                    axes.plot(series[0], series[1], color=color, linestyle=style, linewidth=1.0)
-                    key = label if len(devices) == 1 else f"{label}, {device}"
-                    legend_lines.setdefault(key, Line2D([], [], color=color, linestyle=style))
-                    drawn = True
+                drawn |= _plot_per_device(axes, run.telemetry, column, label, color, devices, 1.0, legend_lines,
+                                          per_device_legend=len(devices) > 1)
             if not drawn:
                 axes.text(0.5, 0.5, f"not reported by {run.telemetry.backend or 'the backend'}",
                           transform=axes.transAxes, ha="center", va="center", color="#777777")
