@@ -207,9 +207,8 @@ def train_in_this_process(model_dir: Path, method: str, training: dict, lora: di
     from peft import get_peft_model
 
     from ftcompare.data_order import SeededSFTTrainer
-    from ftcompare.fast_path import training_collator, use_lm_head_loss
-    from ftcompare.training import (TokenCountingCollator, build_lora_config, build_sft_config, load_model,
-                                    steady_throughput)
+    from ftcompare.fast_path import use_lm_head_loss
+    from ftcompare.training import build_lora_config, build_sft_config, install_collator, load_model, steady_throughput
 
     transformers.set_seed(SEED)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
@@ -224,8 +223,7 @@ def train_in_this_process(model_dir: Path, method: str, training: dict, lora: di
     use_lm_head_loss(trainer, training)
     step_losses = record_step_losses(trainer)
     flops_per_token = _model_flops_per_token(model, method, trainer.train_dataset)
-    counter = TokenCountingCollator(training_collator(trainer, training))
-    trainer.data_collator = counter
+    counter = install_collator(trainer, training)
     clock = StepClock(counter)
     trainer.add_callback(clock)
     if device == "cuda":

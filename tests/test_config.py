@@ -54,6 +54,8 @@ BAD_CONFIGS = [
     ({"training": {"lr_scheduler_type": "sawtooth"}}, "`training.lr_scheduler_type` = 'sawtooth': allowed values"),
     ({"training": {"warmup_ratio": 1.5}}, "`training.warmup_ratio` = 1.5: must be < 1"),
     ({"training": {"fp16": True, "bf16": True}}, "training.fp16 and training.bf16 are both true"),
+    ({"training": {"drop_padding_mask": True}}, "runs.lora: training.drop_padding_mask: true needs lm_head_loss: "
+                                                "full_logits"),
     ({"training": {"gradient_checkpointing": "yes"}}, "`training.gradient_checkpointing` = 'yes': must be of type boolean"),
     ({"lora": {"r": 0}}, "`lora.r` = 0: must be >= 1"),
     ({"lora": {"lora_dropout": 1.0}}, "`lora.lora_dropout` = 1.0: must be < 1"),

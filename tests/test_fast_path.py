@@ -6,8 +6,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import (PackedRowsCollator, packed_layout, resolve_bf16, resolve_torch_compile,
-                                 training_options)
+from ftcompare.fast_path import (PackedRowsCollator, WithoutPaddingMask, is_right_padded, packed_layout,
+                                 resolve_bf16, resolve_torch_compile, training_options)
 
 PAD = 0
 
@@ -173,3 +173,42 @@ def test_throughput_counts_packed_sequences_not_rows():
     counter(BINS)  # rows of 10 tokens, every one a sequence's
     counter([{"input_ids": [5, 6, 7], "seq_lengths": [3]}, BINS[1]])  # 3 + 10 tokens in rows of 10
     assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (5 + 3, 40, 20 + 13)
+
+
+def loss_and_gradients(model, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad()
+    loss = model(**batch, use_cache=False).loss
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_a_right_padded_batch_without_its_mask_has_the_same_loss_and_gradients(tiny_llama):
+    collate = DataCollatorForLanguageModeling(pad_token_id=PAD)
+    features = [{"input_ids": ids} for ids in SEQUENCES]
+    masked = collate(features)
+    unmasked = WithoutPaddingMask(collate)(features)
+    assert (masked["attention_mask"] == 0).any() and "attention_mask" not in unmasked
+    loss, gradients = loss_and_gradients(tiny_llama, masked)
+    loss_unmasked, gradients_unmasked = loss_and_gradients(tiny_llama, unmasked)
+    assert torch.allclose(loss_unmasked, loss, rtol=1e-6)
+    for grad, grad_unmasked in zip(gradients, gradients_unmasked, strict=True):
+        assert torch.allclose(grad_unmasked, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_left_padded_batch_keeps_its_mask(tiny_llama):
+    """Without it, the real tokens would attend to the padding before them, and the loss would change."""
+    input_ids = torch.tensor([[PAD, PAD, 5, 9, 13], [11, 3, 8, 2, 7]])
+    attention_mask = (input_ids != PAD).long()
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+             "labels": input_ids.masked_fill(attention_mask == 0, -100)}
+    assert not is_right_padded(attention_mask)
+    assert torch.equal(WithoutPaddingMask(lambda features: dict(batch))([])["attention_mask"], attention_mask)
+    with torch.no_grad():
+        with_mask = tiny_llama(**batch, use_cache=False).loss
+        without = tiny_llama(input_ids=input_ids, labels=batch["labels"], use_cache=False).loss
+    assert not torch.allclose(with_mask, without, rtol=1e-3)
+
+
+def test_right_padding_is_ones_then_zeros_in_every_row():
+    assert is_right_padded(torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]]))
+    assert not is_right_padded(torch.tensor([[1, 1, 1], [1, 0, 1]]))

@@ -228,6 +228,42 @@ def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, met
         assert handle.keys() and not any("_orig_mod" in key for key in handle.keys())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_run, tmp_path, monkeypatch, method):
+    """drop_padding_mask: the model sees padded batches without a mask, and every loss is the masked run's.
+
+    LoRA keeps its dropout: both runs draw the same random numbers for the same (padded) shapes.
+    """
+    from ftcompare.fast_path import WithoutPaddingMask
+
+    seen = []  # (padding in the batch, mask passed on) for each batch the model was given unmasked-able
+    collate = WithoutPaddingMask.__call__
+
+    def spying(self, features):
+        mask = self.inner(features)["attention_mask"]
+        batch = collate(self, features)
+        seen.append((bool((mask == 0).any()), "attention_mask" in batch))
+        return batch
+
+    monkeypatch.setattr(WithoutPaddingMask, "__call__", spying)
+    results = {}
+    for drop in (False, True):
+        settings = settings_for(method, learning_rate=1e-2, max_steps=6, drop_padding_mask=drop,
+                                lm_head_loss="full_logits")
+        metrics, rows = train_run(settings, run_paths(tiny_run, tmp_path / str(drop)), "cpu", "float32", False,
+                                  {"f": 1}, FakeTelemetry())
+        assert metrics["options"]["drop_padding_mask"] is drop
+        results[drop] = (metrics, [row["loss"] for row in rows])
+    assert seen and (True, False) in seen and not any(passed for _, passed in seen)  # padded, and no mask passed
+    (masked, masked_losses), (unmasked, unmasked_losses) = results[False], results[True]
+    assert masked["eval_loss"] < masked["eval_loss_before_training"]  # it learned something to compare
+    assert unmasked_losses == pytest.approx(masked_losses, rel=1e-5)
+    assert unmasked["eval_loss"] == pytest.approx(masked["eval_loss"], rel=1e-5)
+    # The token counts still tell padding apart.
+    assert unmasked["train_nonpad_tokens_per_s"] < unmasked["train_tokens_per_s"]
+
+
 def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-c++")
     paths = run_paths(tiny_run, tmp_path)

@@ -114,6 +114,9 @@ def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
         training = run_settings(config, run)["training"]
         if training["fp16"] and training["bf16"]:
             problems.append(f"runs.{run}: training.fp16 and training.bf16 are both true; choose one")
+        if training["drop_padding_mask"] and training["lm_head_loss"] != "full_logits":
+            problems.append(f"runs.{run}: training.drop_padding_mask: true needs lm_head_loss: full_logits (TRL's "
+                            f"chunked head reads the mask to count tokens); set one of them")
     return problems
 
 

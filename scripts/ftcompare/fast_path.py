@@ -15,6 +15,12 @@ packed data lays the whole batch end to end in one row, so sdpa and eager attend
 (batch x max_length)^2 positions, most of them masked; PackedRowsCollator keeps one packed bin per
 row, which gives the same loss for a quarter of that attention at batch size 4.
 
+`drop_padding_mask` sends right-padded batches to the model without their attention mask. Under the
+causal mask no real token attends to the padding after it, and the padding carries no labels, so the
+loss and every gradient are those of the masked batch; positions are the same 0, 1, 2, ... on both
+ways. sdpa then attends with its causal kernel instead of a dense mask transformers builds per batch.
+A batch padded on the left keeps its mask.
+
 torch.compile (inductor) fuses the small operations between the matrix products (norms, rotary
 embedding, SiLU, dropout, the loss) into a few generated kernels: the same model and the same
 learning, up to float rounding and the random numbers LoRA's dropout draws. The first steps pay the
@@ -39,7 +45,7 @@ IGNORE_INDEX = -100
 # Attention kernels that build a dense mask from position_ids (rather than varlen boundaries).
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
 # The training keys that decide speed or numerics, as metrics.json's `options` reports them.
-OPTION_KEYS = ("packing", "lm_head_loss", "torch_compile", "bf16", "fp16", "gradient_checkpointing",
+OPTION_KEYS = ("packing", "drop_padding_mask", "lm_head_loss", "torch_compile", "bf16", "fp16", "gradient_checkpointing",
                "attn_implementation", "optim", "group_by_length", "per_device_train_batch_size",
                "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type", "warmup_ratio", "max_grad_norm",
                "weight_decay")
@@ -148,6 +154,25 @@ def training_collator(trainer, training: dict):
     if packed_layout(training) == "rows":
         return PackedRowsCollator(pad_token_id=trainer.data_collator.pad_token_id)
     return trainer.data_collator
+
+
+@dataclass
+class WithoutPaddingMask:
+    """Batches of `inner` without their attention mask where every row is padded on the right only."""
+
+    inner: object
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.inner(features)
+        mask = batch.get("attention_mask")
+        if mask is not None and is_right_padded(mask):
+            del batch["attention_mask"]
+        return batch
+
+
+def is_right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row is ones, then zeros (no padding at all counts)."""
+    return bool((attention_mask[:, 1:] <= attention_mask[:, :-1]).all())
 
 
 def use_lm_head_loss(trainer, training: dict) -> None:

@@ -27,8 +27,8 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import (resolve_bf16, resolve_torch_compile, training_collator, training_options,
-                                 use_lm_head_loss)
+from ftcompare.fast_path import (WithoutPaddingMask, resolve_bf16, resolve_torch_compile, training_collator,
+                                 training_options, use_lm_head_loss)
 
 log = logging.getLogger("ftcompare.training")
 
@@ -142,6 +142,16 @@ class TokenCountingCollator:
         else:
             self.nonpad_tokens += int(batch["input_ids"].numel())
         return batch
+
+
+def install_collator(trainer, training: dict) -> TokenCountingCollator:
+    """Give the trainer the collator `training` asks for, behind a token counter, and return the counter.
+
+    The counter reads the attention mask, so it counts before `drop_padding_mask` removes it.
+    """
+    counter = TokenCountingCollator(training_collator(trainer, training))
+    trainer.data_collator = WithoutPaddingMask(counter) if training["drop_padding_mask"] else counter
+    return counter
 
 
 class ProgressRecorder(TrainerCallback, ExportableState):
@@ -272,8 +282,7 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                                processing_class=tokenizer)
     use_lm_head_loss(trainer, training)
-    counter = TokenCountingCollator(training_collator(trainer, training))
-    trainer.data_collator = counter
+    counter = install_collator(trainer, training)
     recorder = ProgressRecorder(counter)
     trainer.add_callback(recorder)
 
