@@ -6,6 +6,7 @@ import ast
 import json
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -285,6 +286,29 @@ def test_sigterm_saves_a_checkpoint_stops_and_fails(tiny_run, tmp_path, sigterm_
     assert state["global_step"] == 2 and state["stateful_callbacks"]["ProgressRecorder"]["attributes"]["elapsed_s"] > 0
     assert not paths.model_out.exists()
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+@pytest.mark.slow
+def test_a_resumed_run_s_tensorboard_log_has_every_step_once(tiny_run, tmp_path):
+    """The steps logged after the last checkpoint by the interrupted job are dropped, not shown twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged_steps(folder: Path) -> dict:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        return {tag: [event.step for event in events.Scalars(tag)] for tag in ("train/loss", "eval/loss")}
+
+    paths = run_paths(tiny_run, tmp_path)
+    settings = settings_for(max_steps=4, save_steps=2, report_to=["tensorboard"])
+    train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    # The eval loss before training (step 0) and after it (step 4).
+    assert logged_steps(paths.tensorboard) == {"train/loss": [1, 2, 3, 4], "eval/loss": [0, 4]}
+    # As if the job was killed after logging step 4, before its checkpoint was saved: steps 3 and 4 again.
+    shutil.rmtree(paths.checkpoints / "checkpoint-4")
+    metrics, _ = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics["resumed_from_step"] == 2
+    assert logged_steps(paths.tensorboard) == {"train/loss": [1, 2, 3, 4], "eval/loss": [0, 4]}
+    assert len(list(paths.tensorboard.glob("events.out.tfevents.*"))) > 1  # written by both jobs
 
 
 @pytest.mark.slow

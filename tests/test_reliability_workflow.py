@@ -186,6 +186,14 @@ class Outcome:
     planted: Path | None = None
 
 
+def tensorboard_losses(workdir: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(workdir / f"results/runs/{RUN}/tensorboard"))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars("train/loss")]
+
+
 def checkpoint(workdir: Path, step: int) -> Path:
     return workdir / CHECKPOINTS / f"checkpoint-{step}"
 
@@ -312,6 +320,11 @@ def test_the_resumed_run_covers_every_step_once_and_ends_like_an_uninterrupted_o
         assert [row[column] for row in resumed] == [row[column] for row in uninterrupted], column
     elapsed = [float(row["elapsed_s"]) for row in resumed]
     assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    # TensorBoard too: every step once, with the uninterrupted run's values (what the killed jobs logged
+    # after their last checkpoint is dropped).
+    losses = tensorboard_losses(workdir)
+    assert [step for step, _ in losses] == list(range(1, MAX_STEPS + 1))
+    assert losses == tensorboard_losses(reference)
 
     metrics = json.loads((workdir / METRICS).read_text(encoding="utf-8"))
     reference_metrics = json.loads((reference / METRICS).read_text(encoding="utf-8"))

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import statistics
 import time
@@ -20,6 +21,7 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import ExportableState
 from trl import SFTConfig
 
@@ -35,6 +37,8 @@ log = logging.getLogger("ftcompare.training")
 TEXT_COLUMN = "text"
 LOG_HISTORY_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s"]
 _EVAL_BEFORE_FILE = "eval_before_training.json"
+# The live TensorBoard log sits with the checkpoints, which survive a rerun; the output gets a copy at the end.
+_TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass
@@ -277,10 +281,13 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     train_data = datasets.Dataset.from_parquet(str(paths.train_data))
     eval_data = datasets.Dataset.from_parquet(str(paths.eval_data))
     resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.tensorboard)
+    tensorboard_live = paths.checkpoints / _TENSORBOARD_DIR
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_live)
     args = build_sft_config(training, settings["seed"], paths.checkpoints, device)
     trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
                                processing_class=tokenizer)
+    if resume_from is not None:
+        purge_tensorboard_after(trainer, tensorboard_live, checkpoint_step(resume_from))
     use_lm_head_loss(trainer, training)
     counter = install_collator(trainer, training)
     recorder = ProgressRecorder(counter)
@@ -311,6 +318,10 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     with atomic_path(paths.model_out, is_dir=True) as tmp:
         trainer.model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+    close_tensorboard(trainer)
+    with atomic_path(paths.tensorboard, is_dir=True) as tmp:
+        if tensorboard_live.is_dir():
+            shutil.copytree(tensorboard_live, tmp, dirs_exist_ok=True)
 
     rows = loss_rows(trainer.state.log_history)
     losses = [row["loss"] for row in rows]
@@ -350,6 +361,32 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
         "finished_at": _iso(finished),
     }
     return metrics, rows
+
+
+def _tensorboard_callback(trainer) -> TensorBoardCallback | None:
+    return next((callback for callback in trainer.callback_handler.callbacks
+                 if isinstance(callback, TensorBoardCallback)), None)
+
+
+def purge_tensorboard_after(trainer, log_dir: Path, step: int) -> None:
+    """Open a resumed run's TensorBoard log so that readers drop what the interrupted job logged after `step`.
+
+    The steps between the checkpoint and the interruption are trained and logged again; with
+    `purge_step`, TensorBoard keeps only the new values, and the curve has every step once.
+    """
+    callback = _tensorboard_callback(trainer)
+    if callback is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        callback.tb_writer = SummaryWriter(log_dir=str(log_dir), purge_step=step + 1)
+
+
+def close_tensorboard(trainer) -> None:
+    """Flush and close the TensorBoard log (the evaluation after training reopens one the trainer leaves open)."""
+    callback = _tensorboard_callback(trainer)
+    if callback is not None and callback.tb_writer is not None:
+        callback.tb_writer.close()
+        callback.tb_writer = None
 
 
 def _eval_loss_before_training(trainer, checkpoint_dir: Path, resume_from) -> float:
