@@ -312,6 +312,14 @@ def test_a_resumed_run_s_tensorboard_log_has_every_step_once(tiny_run, tmp_path)
 
 
 @pytest.mark.slow
+def test_a_run_that_logs_to_no_tensorboard_still_makes_its_tensorboard_output(tiny_run, tmp_path):
+    """The train rule declares the folder, so it must exist (empty) when report_to is []."""
+    paths = run_paths(tiny_run, tmp_path)
+    train_run(settings_for(max_steps=2, report_to=[]), paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert paths.tensorboard.is_dir() and not any(paths.tensorboard.iterdir())
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method,advice", [("lora", "a smaller lora.r"), ("full", "the lora method")])
 def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path, monkeypatch, method, advice):
     mib = 2**20
