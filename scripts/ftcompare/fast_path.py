@@ -45,10 +45,10 @@ IGNORE_INDEX = -100
 # Attention kernels that build a dense mask from position_ids (rather than varlen boundaries).
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
 # The training keys that decide speed or numerics, as metrics.json's `options` reports them.
-OPTION_KEYS = ("packing", "drop_padding_mask", "lm_head_loss", "torch_compile", "bf16", "fp16", "gradient_checkpointing",
-               "attn_implementation", "optim", "group_by_length", "per_device_train_batch_size",
-               "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type", "warmup_ratio", "max_grad_norm",
-               "weight_decay")
+OPTION_KEYS = ("packing", "drop_padding_mask", "lm_head_loss", "torch_compile", "bf16", "fp16",
+               "gradient_checkpointing", "attn_implementation", "optim", "group_by_length",
+               "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type",
+               "warmup_ratio", "max_grad_norm", "weight_decay")
 
 
 def resolve_bf16(setting, device: str) -> bool:
