@@ -17,7 +17,7 @@ reproduce: install
 	$(SNAKEMAKE) --cores $(CORES)
 	@echo "Report: results/report/report.html"
 
-test: install-test
+test: lint
 	@# Without root Chromium and g++ cannot be installed and the tests that need them skip; in CI they must install.
 	bash tests/setup_system.sh || test -z "$$CI"
 	$(BIN)/python -m pytest
@@ -41,7 +41,11 @@ report: install
 	$(SNAKEMAKE) --cores $(CORES) --forcerun report
 	$(SNAKEMAKE) --report results/report/snakemake-report.zip
 
-lint: install
+# ruff and snakefmt (versions pinned in requirements-test.txt, settings in pyproject.toml), then Snakemake's own lint.
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
 	$(SNAKEMAKE) --lint
 
 bench: install-test

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
 import torch  # noqa: E402
+import training_speed  # noqa: E402
 import transformers  # noqa: E402
 
-import training_speed  # noqa: E402
+import harness  # noqa: E402
 from ftcompare.generation import build_generation_config, format_prompt, generate_outputs, load_prompts  # noqa: E402
 
 SIDES = ("blog: pipeline, one prompt at a time", "ours: batched")
@@ -48,9 +48,12 @@ def pipeline_side(model, tokenizer, prompts: list[str], config: transformers.Gen
 
     def run(repetition):
         started = time.perf_counter()
-        texts = [pipe(format_prompt(p), generation_config=config, return_full_text=False)[0]["generated_text"]
-                 for p in prompts]
+        texts = [
+            pipe(format_prompt(p), generation_config=config, return_full_text=False)[0]["generated_text"]
+            for p in prompts
+        ]
         return {"seconds": time.perf_counter() - started, "texts": [t.strip() for t in texts]}
+
     return run
 
 
@@ -58,28 +61,56 @@ def batched_side(model, tokenizer, prompts: list[str], settings: dict, seed: int
     def run(repetition):
         started = time.perf_counter()
         records = generate_outputs(model, tokenizer, prompts, settings, seed, "bench")
-        return {"seconds": time.perf_counter() - started, "texts": [r["output"] for r in records],
-                "new_tokens": sum(r["new_tokens"] for r in records)}
+        return {
+            "seconds": time.perf_counter() - started,
+            "texts": [r["output"] for r in records],
+            "new_tokens": sum(r["new_tokens"] for r in records),
+        }
+
     return run
 
 
-def compare(model_name: str, model_dir: Path, prompts: list[str], settings: dict, seed: int, device: str,
-            repetitions: int, warmup: int) -> dict:
+def compare(
+    model_name: str,
+    model_dir: Path,
+    prompts: list[str],
+    settings: dict,
+    seed: int,
+    device: str,
+    repetitions: int,
+    warmup: int,
+) -> dict:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
     model.to("cuda" if device == "cuda" else "cpu").eval()
     config = build_generation_config(settings, tokenizer)
     blog, ours = SIDES
-    measured = harness.alternate({blog: pipeline_side(model, tokenizer, prompts, config),
-                                  ours: batched_side(model, tokenizer, prompts, settings, seed)},
-                                 repetitions, warmup)
+    measured = harness.alternate(
+        {
+            blog: pipeline_side(model, tokenizer, prompts, config),
+            ours: batched_side(model, tokenizer, prompts, settings, seed),
+        },
+        repetitions,
+        warmup,
+    )
     new_tokens = measured[ours][0]["new_tokens"]
     reference = measured[ours][0]["texts"]
-    mismatches = sorted({index for side in SIDES for rep in measured[side]
-                         for index, text in enumerate(rep["texts"]) if text != reference[index]})
-    summary = {side: {"seconds": harness.summarise([r["seconds"] for r in measured[side]]),
-                      "tokens_per_s": harness.summarise([new_tokens / r["seconds"] for r in measured[side]])}
-               for side in SIDES}
+    mismatches = sorted(
+        {
+            index
+            for side in SIDES
+            for rep in measured[side]
+            for index, text in enumerate(rep["texts"])
+            if text != reference[index]
+        }
+    )
+    summary = {
+        side: {
+            "seconds": harness.summarise([r["seconds"] for r in measured[side]]),
+            "tokens_per_s": harness.summarise([new_tokens / r["seconds"] for r in measured[side]]),
+        }
+        for side in SIDES
+    }
     return {
         "model": model_name,
         "prompts": len(prompts),
@@ -96,10 +127,14 @@ def compare(model_name: str, model_dir: Path, prompts: list[str], settings: dict
 
 
 def print_comparison(case: dict) -> None:
-    print(f"\ngeneration, {case['model']} model: {case['prompts']} prompts, greedy, up to {case['max_new_tokens']} new "
-          f"tokens ({case['new_tokens']} in all), batch {case['batch_size']}; median (min-max)")
-    rows = [[side, harness.figure(s["seconds"], 2), harness.figure(s["tokens_per_s"], 1)]
-            for side, s in case["summary"].items()]
+    print(
+        f"\ngeneration, {case['model']} model: {case['prompts']} prompts, greedy, up to {case['max_new_tokens']} new "
+        f"tokens ({case['new_tokens']} in all), batch {case['batch_size']}; median (min-max)"
+    )
+    rows = [
+        [side, harness.figure(s["seconds"], 2), harness.figure(s["tokens_per_s"], 1)]
+        for side, s in case["summary"].items()
+    ]
     print(harness.table(["side", "seconds", "new tokens/s"], rows))
     same = "identical" if case["texts_identical"] else f"DIFFERENT for prompts {case['mismatched_prompts']}"
     speedup = "n/a" if case["speedup"] is None else f"x{case['speedup']:.2f}"
@@ -134,8 +169,9 @@ def main(argv=None) -> dict:
                 if name == "embedded":
                     models[name] = base_dir
                 elif name == "cpu-large":
-                    models[name] = training_speed.build_random_llama(training_speed.LARGER_CPU_LLAMA, base_dir,
-                                                                     tmp / "cpu-large")
+                    models[name] = training_speed.build_random_llama(
+                        training_speed.LARGER_CPU_LLAMA, base_dir, tmp / "cpu-large"
+                    )
                 else:
                     raise SystemExit(f"--models: unknown model {name!r} (embedded, cpu-large)")
         for name, model_dir in models.items():
@@ -144,8 +180,14 @@ def main(argv=None) -> dict:
             cases.append(case)
     result = {
         "benchmark": "generation: per-prompt pipeline (the blog's way) vs batched generation",
-        "settings": {"quick": args.quick, "repetitions": repetitions, "warmup": warmup, "device": device,
-                     "generation": settings, "seed": default["seed"]},
+        "settings": {
+            "quick": args.quick,
+            "repetitions": repetitions,
+            "warmup": warmup,
+            "device": device,
+            "generation": settings,
+            "seed": default["seed"],
+        },
         "method": __doc__,
         "cases": cases,
     }

@@ -43,12 +43,27 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from ftcompare.flops import H200_PEAK_BF16_FLOPS, mfu, shape_of, training_flops  # noqa: E402
 
-LLAMA_2_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-              "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 4096,
-              "rms_norm_eps": 1e-5, "tie_word_embeddings": False}
-TINY_LLAMA = {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 128,
-              "tie_word_embeddings": False}
+LLAMA_2_7B = {
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+TINY_LLAMA = {
+    "vocab_size": 256,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": False,
+}
 SIDES = ("blog recipe", "ours", "ours + compile")
 
 
@@ -69,18 +84,27 @@ def parse_args(argv):
 def blog_settings() -> dict:
     """The blog's TrainingArguments and LoraConfig, as config/blog.yaml records them."""
     blog = yaml.safe_load((REPO / "config" / "blog.yaml").read_text(encoding="utf-8"))
-    return {"training": blog["training"], "lora": blog["lora"],
-            "learning_rate": {name: run["training"]["learning_rate"] for name, run in blog["runs"].items()}}
+    return {
+        "training": blog["training"],
+        "lora": blog["lora"],
+        "learning_rate": {name: run["training"]["learning_rate"] for name, run in blog["runs"].items()},
+    }
 
 
 def recipe(side: str, device: torch.device) -> dict:
     """What one side runs with: autocast dtype (None = fp32) and the optimizer."""
     if side == "blog recipe":
-        return {"autocast": None, "optimizer": "paged_adamw_32bit" if _has_bitsandbytes(device) else "adamw_torch",
-                "compile": False}
+        return {
+            "autocast": None,
+            "optimizer": "paged_adamw_32bit" if _has_bitsandbytes(device) else "adamw_torch",
+            "compile": False,
+        }
     bf16 = device.type == "cpu" or torch.cuda.is_bf16_supported()
-    return {"autocast": torch.bfloat16 if bf16 else None, "optimizer": "adamw_torch_fused",
-            "compile": side == "ours + compile"}
+    return {
+        "autocast": torch.bfloat16 if bf16 else None,
+        "optimizer": "adamw_torch_fused",
+        "compile": side == "ours + compile",
+    }
 
 
 def _has_bitsandbytes(device) -> bool:
@@ -97,9 +121,9 @@ def make_optimizer(name: str, parameters, learning_rate: float, weight_decay: fl
     parameters = [p for p in parameters if p.requires_grad]
     if name == "paged_adamw_32bit":
         import bitsandbytes
+
         return bitsandbytes.optim.PagedAdamW32bit(parameters, lr=learning_rate, weight_decay=weight_decay)
-    return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay,
-                             fused=name == "adamw_torch_fused")
+    return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=name == "adamw_torch_fused")
 
 
 def random_batches(count: int, batch: int, seq_len: int, vocab: int, device) -> list[torch.Tensor]:
@@ -107,8 +131,9 @@ def random_batches(count: int, batch: int, seq_len: int, vocab: int, device) -> 
     return [torch.randint(3, vocab, (batch, seq_len), generator=generator).to(device) for _ in range(count)]
 
 
-def train_side(model, method: str, side: str, settings: dict, batches, warmup: int, device, peak_flops: float,
-               checkpointing: bool) -> dict:
+def train_side(
+    model, method: str, side: str, settings: dict, batches, warmup: int, device, peak_flops: float, checkpointing: bool
+) -> dict:
     if checkpointing:
         model.gradient_checkpointing_enable()
     try:
@@ -121,8 +146,9 @@ def train_side(model, method: str, side: str, settings: dict, batches, warmup: i
 def _train_steps(model, method, side, settings, batches, warmup, device, peak_flops, checkpointing) -> dict:
     chosen = recipe(side, device)
     training = settings["training"]
-    optimizer = make_optimizer(chosen["optimizer"], model.parameters(), settings["learning_rate"][method],
-                               training["weight_decay"])
+    optimizer = make_optimizer(
+        chosen["optimizer"], model.parameters(), settings["learning_rate"][method], training["weight_decay"]
+    )
     shape = shape_of(model)
     batch, seq_len = batches[0].shape
     step_flops = training_flops(shape, [seq_len] * batch, method)
@@ -178,8 +204,11 @@ def run_side(model, method, side, settings, batches, warmup, device, peak_flops)
         if failures:
             result["first_try"] = f"out of memory without gradient checkpointing: {failures[0]}"
         return result
-    return {"out_of_memory": failures, "autocast": "bf16" if recipe(side, device)["autocast"] else "fp32",
-            "optimizer": recipe(side, device)["optimizer"]}
+    return {
+        "out_of_memory": failures,
+        "autocast": "bf16" if recipe(side, device)["autocast"] else "fp32",
+        "optimizer": recipe(side, device)["optimizer"],
+    }
 
 
 def _free(model) -> None:
@@ -219,16 +248,26 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"--sides: unknown side {side!r} ({', '.join(SIDES)})")
             if method == "lora":
                 lora = settings["lora"]
-                adapted = get_peft_model(model, LoraConfig(
-                    r=lora["r"], lora_alpha=lora["lora_alpha"], lora_dropout=lora["lora_dropout"], bias=lora["bias"],
-                    target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
-                results[f"{method}, {side}"] = run_side(adapted, method, side, settings, batches, warmup, device,
-                                                        peak_flops)
+                adapted = get_peft_model(
+                    model,
+                    LoraConfig(
+                        r=lora["r"],
+                        lora_alpha=lora["lora_alpha"],
+                        lora_dropout=lora["lora_dropout"],
+                        bias=lora["bias"],
+                        target_modules=lora["target_modules"],
+                        task_type="CAUSAL_LM",
+                    ),
+                )
+                results[f"{method}, {side}"] = run_side(
+                    adapted, method, side, settings, batches, warmup, device, peak_flops
+                )
                 model = adapted.unload()
             else:
                 model.requires_grad_(True)
-                results[f"{method}, {side}"] = run_side(model, method, side, settings, batches, warmup, device,
-                                                        peak_flops)
+                results[f"{method}, {side}"] = run_side(
+                    model, method, side, settings, batches, warmup, device, peak_flops
+                )
             _free(model)
             print_row(f"{method}, {side}", results[f"{method}, {side}"], flush=True)
     result = {
@@ -238,19 +277,25 @@ def main(argv=None) -> dict:
         "cuda": torch.version.cuda,
         "model": "tiny Llama (--tiny)" if args.tiny else "Llama-2-7b shape",
         "model_spec": spec,
-        "seq_len": seq_len, "batch": batch, "warmup_steps": warmup, "timed_steps": steps,
+        "seq_len": seq_len,
+        "batch": batch,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
         "peak_tflops": args.peak_tflops,
         "model_build_s": build_s,
         "method": __doc__,
         "results": results,
         "ratios_ours_over_blog": {method: _ratio(results, method) for method in args.methods.split(",") if method},
-        "ratios_ours_compile_over_blog": {method: _ratio(results, method, "ours + compile")
-                                          for method in args.methods.split(",") if method},
+        "ratios_ours_compile_over_blog": {
+            method: _ratio(results, method, "ours + compile") for method in args.methods.split(",") if method
+        },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"tokens/s ours / blog: {json.dumps(result['ratios_ours_over_blog'])}; ours + compile / blog: "
-          f"{json.dumps(result['ratios_ours_compile_over_blog'])}")
+    print(
+        f"tokens/s ours / blog: {json.dumps(result['ratios_ours_over_blog'])}; ours + compile / blog: "
+        f"{json.dumps(result['ratios_ours_compile_over_blog'])}"
+    )
     print(f"written to {args.out / 'gpu_bench.json'}")
     return result
 
@@ -264,14 +309,20 @@ def _ratio(results: dict, method: str, side: str = "ours"):
 
 def print_row(name: str, r: dict, flush: bool = False) -> None:
     if "out_of_memory" in r:
-        print(f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} out of memory, with and without gradient "
-              f"checkpointing: {r['out_of_memory'][-1]}", flush=flush)
+        print(
+            f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} out of memory, with and without gradient "
+            f"checkpointing: {r['out_of_memory'][-1]}",
+            flush=flush,
+        )
         return
     memory = "n/a" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:,.0f} MiB"
     extra = " (gradient checkpointing after OOM)" if r.get("first_try") else ""
-    print(f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} {r['tokens_per_s']:>10,.0f} tokens/s  "
-          f"{r['model_tflops_per_s']:7.1f} TFLOP/s  MFU {r['mfu_pct']:5.1f} %  peak {memory}  "
-          f"loss {r['last_loss']:.3f}  warm-up {r['warmup_s']:.1f} s{extra}", flush=flush)
+    print(
+        f"{name:<26} {r['autocast']:>5} {r['optimizer']:<18} {r['tokens_per_s']:>10,.0f} tokens/s  "
+        f"{r['model_tflops_per_s']:7.1f} TFLOP/s  MFU {r['mfu_pct']:5.1f} %  peak {memory}  "
+        f"loss {r['last_loss']:.3f}  warm-up {r['warmup_s']:.1f} s{extra}",
+        flush=flush,
+    )
 
 
 if __name__ == "__main__":

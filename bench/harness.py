@@ -75,8 +75,9 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else (
-            f"ROCm {torch.version.hip}" if getattr(torch.version, "hip", None) else "CPU"),
+        "torch_build": f"CUDA {torch.version.cuda}"
+        if torch.version.cuda
+        else (f"ROCm {torch.version.hip}" if getattr(torch.version, "hip", None) else "CPU"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average_1m_5m_15m": [round(x, 2) for x in os.getloadavg()],
     }
@@ -114,9 +115,14 @@ def versions() -> dict:
 def write_result(name: str, result: dict, out_dir: Path = RESULTS_DIR) -> Path:
     """bench/results/<name>.json (or under out_dir): after the result's `benchmark`, the machine and the
     package versions; at the end, the machine's load then and the time."""
-    result = {"benchmark": result["benchmark"], "machine": machine(), "versions": versions(), **result,
-              "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-              "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = {
+        "benchmark": result["benchmark"],
+        "machine": machine(),
+        "versions": versions(),
+        **result,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     path = Path(out_dir) / f"{name}.json"
     write_json(path, result)
     return path
@@ -146,7 +152,7 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def figure(summary: dict, digits: int = 1) -> str:
-    """"median (min-max)" of a summary."""
+    """ "median (min-max)" of a summary."""
     if summary["median"] is None:
         return "n/a"
     if summary["n"] == 1:

@@ -21,10 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generation_speed  # noqa: E402
-import harness  # noqa: E402
 import telemetry_overhead  # noqa: E402
 import training_speed  # noqa: E402
 import workflow_overhead  # noqa: E402
+
+import harness  # noqa: E402
 
 # Issue #6's targets, as (what, threshold); ratios are ours over the blog's.
 TRAINING_SPEEDUP = 1.5
@@ -55,19 +56,30 @@ def training_targets(result: dict) -> list[dict]:
         speedup, loss_change = ratios["nonpad_tokens_per_s"], ratios["eval_loss_change"]
         final_change = ratios["final_train_loss_change"]
         no_worse = all(change is not None and change <= LOSS_TOLERANCE for change in (loss_change, final_change))
-        note = ("" if loss_change is None or final_change is None
-                else f"final loss {final_change:+.4f}, eval loss {loss_change:+.4f}")
+        note = (
+            ""
+            if loss_change is None or final_change is None
+            else f"final loss {final_change:+.4f}, eval loss {loss_change:+.4f}"
+        )
         compiled = case["ratios"].get("ours + compile")
         if compiled is not None and compiled["nonpad_tokens_per_s"] is not None:
             first_pass = case["summary"]["ours + compile"].get("first_pass_seconds")
-            note += (f"; with torch_compile (off by default): x{compiled['nonpad_tokens_per_s']:.2f}"
-                     + (f", first pass {first_pass:.0f} s" if first_pass is not None else ""))
-        bounds = ratio_bounds(case["summary"]["ours"]["nonpad_tokens_per_s"],
-                              case["summary"]["blog recipe"]["nonpad_tokens_per_s"])
-        rows.append(target(f"training {case['method']}, {case['model']} model: non-pad tokens/s x, losses no worse",
-                           speedup, f">= {TRAINING_SPEEDUP} and loss change <= {LOSS_TOLERANCE}",
-                           speedup is not None and speedup >= TRAINING_SPEEDUP and no_worse, note,
-                           _straddles(bounds, TRAINING_SPEEDUP) if no_worse else None))
+            note += f"; with torch_compile (off by default): x{compiled['nonpad_tokens_per_s']:.2f}" + (
+                f", first pass {first_pass:.0f} s" if first_pass is not None else ""
+            )
+        bounds = ratio_bounds(
+            case["summary"]["ours"]["nonpad_tokens_per_s"], case["summary"]["blog recipe"]["nonpad_tokens_per_s"]
+        )
+        rows.append(
+            target(
+                f"training {case['method']}, {case['model']} model: non-pad tokens/s x, losses no worse",
+                speedup,
+                f">= {TRAINING_SPEEDUP} and loss change <= {LOSS_TOLERANCE}",
+                speedup is not None and speedup >= TRAINING_SPEEDUP and no_worse,
+                note,
+                _straddles(bounds, TRAINING_SPEEDUP) if no_worse else None,
+            )
+        )
     return rows
 
 
@@ -75,11 +87,16 @@ def generation_targets(result: dict) -> list[dict]:
     rows = []
     for case in result["cases"]:
         ours, blog = (case["summary"][side]["tokens_per_s"] for side in generation_speed.SIDES[::-1])
-        rows.append(target(f"generation, {case['model']} model, {case['prompts']} prompts: batched / pipeline",
-                           case["speedup"], f">= {GENERATION_SPEEDUP} with identical texts",
-                           case["speedup"] is not None and case["speedup"] >= GENERATION_SPEEDUP
-                           and case["texts_identical"], "texts identical" if case["texts_identical"] else "texts differ",
-                           _straddles(ratio_bounds(ours, blog), GENERATION_SPEEDUP) if case["texts_identical"] else None))
+        rows.append(
+            target(
+                f"generation, {case['model']} model, {case['prompts']} prompts: batched / pipeline",
+                case["speedup"],
+                f">= {GENERATION_SPEEDUP} with identical texts",
+                case["speedup"] is not None and case["speedup"] >= GENERATION_SPEEDUP and case["texts_identical"],
+                "texts identical" if case["texts_identical"] else "texts differ",
+                _straddles(ratio_bounds(ours, blog), GENERATION_SPEEDUP) if case["texts_identical"] else None,
+            )
+        )
     return rows
 
 
@@ -117,8 +134,15 @@ def telemetry_targets(result: dict) -> list[dict]:
     note = f"step time {entry['overhead_pct']:+.2f} % with vs without" if entry["overhead_pct"] is not None else ""
     if result.get("noise_pct") is not None:
         note += f" (blocks without it spread {result['noise_pct']:.1f} %)"
-    return [target("telemetry every 0.5 s: sampler CPU time per training step, %", share,
-                   f"< {TELEMETRY_OVERHEAD_PCT}", share is not None and share < TELEMETRY_OVERHEAD_PCT, note)]
+    return [
+        target(
+            "telemetry every 0.5 s: sampler CPU time per training step, %",
+            share,
+            f"< {TELEMETRY_OVERHEAD_PCT}",
+            share is not None and share < TELEMETRY_OVERHEAD_PCT,
+            note,
+        )
+    ]
 
 
 def target(what: str, figure, threshold: str, met: bool, note: str = "", straddling=None) -> dict:
@@ -127,8 +151,9 @@ def target(what: str, figure, threshold: str, met: bool, note: str = "", straddl
     verdict = "yes" if met else "no"
     if straddling is not None:
         verdict += "?"
-        note = (f"{note}; repetitions allow x{straddling[0]:.2f} to x{straddling[1]:.2f}, either side of the "
-                "threshold").lstrip("; ")
+        note = (
+            f"{note}; repetitions allow x{straddling[0]:.2f} to x{straddling[1]:.2f}, either side of the threshold"
+        ).lstrip("; ")
     return {"target": what, "figure": figure, "threshold": threshold, "met": verdict, "note": note}
 
 
@@ -140,8 +165,10 @@ def main(argv=None) -> dict:
     study = ["--study", str(args.study)]
     load = os.getloadavg()[0]
     if not args.quick and load > 0.5:
-        print(f"note: load average {load:.1f} on {os.cpu_count()} cores before starting: other work is running, "
-              "and the figures will spread (a verdict the repetitions leave open is marked with '?')")
+        print(
+            f"note: load average {load:.1f} on {os.cpu_count()} cores before starting: other work is running, "
+            "and the figures will spread (a verdict the repetitions leave open is marked with '?')"
+        )
     print("== workflow overhead" + ("" if args.quick else f" (study in {args.study}; built on the first run)"))
     workflow = workflow_overhead.main(common + ([] if args.quick else study + repetitions))
     print("\n== training: blog recipe vs ours")
@@ -149,15 +176,27 @@ def main(argv=None) -> dict:
     print("\n== generation: per-prompt pipeline vs batched")
     generation = generation_speed.main(common + threads + ([] if args.quick else study + repetitions))
     print("\n== telemetry overhead")
-    telemetry = telemetry_overhead.main((["--quick", "--backend", "cpu"] if args.quick else [])
-                                        + ["--out", str(args.out_dir / "telemetry_overhead.json")])
+    telemetry = telemetry_overhead.main(
+        (["--quick", "--backend", "cpu"] if args.quick else [])
+        + ["--out", str(args.out_dir / "telemetry_overhead.json")]
+    )
 
-    targets = (training_targets(training) + generation_targets(generation) + workflow_targets(workflow)
-               + telemetry_targets(telemetry))
-    print("\n== targets (issue #6)" + (" -- --quick: tiny models, one repetition; not a measurement" if args.quick
-                                      else ""))
-    print(harness.table(["target", "figure", "needs", "met", "note"],
-                        [[t["target"], t["figure"], t["threshold"], t["met"], t["note"]] for t in targets]))
+    targets = (
+        training_targets(training)
+        + generation_targets(generation)
+        + workflow_targets(workflow)
+        + telemetry_targets(telemetry)
+    )
+    print(
+        "\n== targets (issue #6)"
+        + (" -- --quick: tiny models, one repetition; not a measurement" if args.quick else "")
+    )
+    print(
+        harness.table(
+            ["target", "figure", "needs", "met", "note"],
+            [[t["target"], t["figure"], t["threshold"], t["met"], t["note"]] for t in targets],
+        )
+    )
     summary = {"benchmark": "summary of bench/run_all.py", "quick": args.quick, "targets": targets}
     path = harness.write_result("summary", summary, args.out_dir)
     print(f"written to {path}")

@@ -49,9 +49,13 @@ class TrainingStep:
 
     def __init__(self, device, width, batch):
         self.device = device
-        self.model = torch.nn.Sequential(torch.nn.Linear(width, 4 * width), torch.nn.GELU(),
-                                         torch.nn.Linear(4 * width, 4 * width), torch.nn.GELU(),
-                                         torch.nn.Linear(4 * width, width)).to(device)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(width, 4 * width),
+            torch.nn.GELU(),
+            torch.nn.Linear(4 * width, 4 * width),
+            torch.nn.GELU(),
+            torch.nn.Linear(4 * width, width),
+        ).to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.width = width
         self.resize(batch)
@@ -91,8 +95,13 @@ def run_condition(step: TrainingStep, interval_s, steps: int, backend: str, work
     """Step times for one block; with a sampler running when `interval_s` is set."""
     if interval_s is None:
         return [step() for _ in range(steps)], None
-    with TelemetrySampler(workdir / "telemetry.csv", workdir / "telemetry.json", backend=backend,
-                          interval_s=interval_s, job="telemetry overhead bench") as sampler:
+    with TelemetrySampler(
+        workdir / "telemetry.csv",
+        workdir / "telemetry.json",
+        backend=backend,
+        interval_s=interval_s,
+        job="telemetry overhead bench",
+    ) as sampler:
         sampler.set_phase("train")
         times = [step() for _ in range(steps)]
     return times, sampler.summary
@@ -156,31 +165,48 @@ def main(argv=None) -> dict:
             "sampling_cost_ms": summaries[interval]["sampling_cost_ms"] if interval in summaries else None,
             # The sampler thread's own CPU time as a share of one core: what it can take from training
             # at most when every core is busy, and a figure the machine's noise does not move.
-            "sampler_cpu_share_pct": (round(100 * summaries[interval]["sampling_cost_ms"]["cpu_mean"]
-                                            / (1000 * interval), 3) if interval in summaries else None),
+            "sampler_cpu_share_pct": (
+                round(100 * summaries[interval]["sampling_cost_ms"]["cpu_mean"] / (1000 * interval), 3)
+                if interval in summaries
+                else None
+            ),
             "telemetry_backend": summaries[interval]["backend"] if interval in summaries else None,
         }
     spread = block_medians[None]
-    overhead_note = ("overhead_pct: median over rounds of (median step with sampler / median step without, same "
-                     "round) - 1; pooled_overhead_pct: the same from all steps pooled")
+    overhead_note = (
+        "overhead_pct: median over rounds of (median step with sampler / median step without, same "
+        "round) - 1; pooled_overhead_pct: the same from all steps pooled"
+    )
     result = {
         "benchmark": "telemetry sampler overhead on a training step",
         "machine": machine_info(device),
-        "settings": {"quick": args.quick, "repetitions": args.repetitions, "steps_per_block": args.steps,
-                     "model": f"MLP {step.width}-{4 * step.width}-{4 * step.width}-{step.width}, AdamW",
-                     "batch": step.batch, "backend_requested": args.backend},
+        "settings": {
+            "quick": args.quick,
+            "repetitions": args.repetitions,
+            "steps_per_block": args.steps,
+            "model": f"MLP {step.width}-{4 * step.width}-{4 * step.width}-{step.width}, AdamW",
+            "batch": step.batch,
+            "backend_requested": args.backend,
+        },
         "noise_pct": round(100 * (max(spread) - min(spread)) / baseline, 2) if len(spread) > 1 else None,
         "method": overhead_note,
         "results": results,
     }
     write_json(args.out, result)
-    print(f"telemetry overhead on {result['machine']['device']} ({result['settings']['model']}, batch {step.batch}, "
-          f"{args.repetitions} x {args.steps} steps per condition)")
+    print(
+        f"telemetry overhead on {result['machine']['device']} ({result['settings']['model']}, batch {step.batch}, "
+        f"{args.repetitions} x {args.steps} steps per condition)"
+    )
     for name, entry in results.items():
-        overhead = "" if entry["overhead_pct"] is None else (
-            f"  overhead {entry['overhead_pct']:+.2f} %  (sampler thread CPU "
-            f"{entry['sampling_cost_ms']['cpu_mean']:.2f} ms per sample = "
-            f"{entry['sampler_cpu_share_pct']:.2f} % of a core)")
+        overhead = (
+            ""
+            if entry["overhead_pct"] is None
+            else (
+                f"  overhead {entry['overhead_pct']:+.2f} %  (sampler thread CPU "
+                f"{entry['sampling_cost_ms']['cpu_mean']:.2f} ms per sample = "
+                f"{entry['sampler_cpu_share_pct']:.2f} % of a core)"
+            )
+        )
         print(f"  {name:<24} median step {1000 * entry['median_step_s']:8.1f} ms{overhead}")
     if args.quick:
         print("  (--quick: one tiny repetition without warm-up; these figures only show that the script runs)")

@@ -36,38 +36,60 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 import yaml  # noqa: E402
 
+import harness  # noqa: E402
 from ftcompare.config import run_settings, validate_config  # noqa: E402
 
 SIDES = ("blog recipe", "ours", "ours + compile", "ours + packing")
 # The sides that show what an option off by default would buy and cost (--only-default leaves them out).
 OPTIONAL_SIDES = ("ours + compile", "ours + packing")
 # A Llama a CPU still trains in minutes: about 6x the embedded default's weights in matmuls.
-LARGER_CPU_LLAMA = {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 6,
-                    "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 512}
-TINY_LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 4, "max_position_embeddings": 256}
+LARGER_CPU_LLAMA = {
+    "hidden_size": 256,
+    "intermediate_size": 688,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 512,
+}
+TINY_LLAMA = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 256,
+}
 SEED = 42
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, help="a finished embedded-default study (its results/ holds the "
-                                                   "base model and data); default: results/bench/study")
-    parser.add_argument("--models", default="embedded,cpu-large",
-                        help="comma-separated: embedded (the study's base model), cpu-large (a larger Llama "
-                             "built from its config with random weights)")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        help="a finished embedded-default study (its results/ holds the "
+        "base model and data); default: results/bench/study",
+    )
+    parser.add_argument(
+        "--models",
+        default="embedded,cpu-large",
+        help="comma-separated: embedded (the study's base model), cpu-large (a larger Llama "
+        "built from its config with random weights)",
+    )
     parser.add_argument("--methods", default="lora,full")
     parser.add_argument("--repetitions", type=int, default=3, help="measured rounds (default 3) after one warm-up")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="training rows per repetition (default: 400 embedded, 200 cpu-large)")
-    parser.add_argument("--only-default", action="store_true",
-                        help="leave out the sides with an option the default has off ('ours + compile', "
-                             "'ours + packing')")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="training rows per repetition (default: 400 embedded, 200 cpu-large)"
+    )
+    parser.add_argument(
+        "--only-default",
+        action="store_true",
+        help="leave out the sides with an option the default has off ('ours + compile', 'ours + packing')",
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny model, one repetition, no warm-up")
     parser.add_argument("--threads", type=int, help="torch threads (default: every core, as the workflow's jobs)")
     parser.add_argument("--out-dir", type=Path, default=harness.RESULTS_DIR)
@@ -77,8 +99,10 @@ def parse_args(argv):
 
 def load_configs() -> tuple[dict, dict]:
     def load(name):
-        return validate_config(yaml.safe_load((harness.REPO / "config" / name).read_text(encoding="utf-8")),
-                               search_dirs=[harness.REPO])
+        return validate_config(
+            yaml.safe_load((harness.REPO / "config" / name).read_text(encoding="utf-8")), search_dirs=[harness.REPO]
+        )
+
     return load("config.yaml"), load("blog.yaml")
 
 
@@ -91,7 +115,9 @@ def side_settings(default: dict, blog: dict, method: str, device: str) -> dict:
         "max_seq_length": ours["training"]["max_seq_length"],
         "per_device_eval_batch_size": ours["training"]["per_device_eval_batch_size"],
         "logging_steps": ours["training"]["logging_steps"],
-        "num_train_epochs": 1, "max_steps": -1, "report_to": [],
+        "num_train_epochs": 1,
+        "max_steps": -1,
+        "report_to": [],
     }
     blog_training = {**theirs["training"], **shared}
     if blog_training["optim"].startswith("paged_") and not _paged_optimizer_available(device):
@@ -126,8 +152,9 @@ class StepClock(transformers.TrainerCallback):
 
     def _mark(self, state):
         elapsed = time.perf_counter() - self.start
-        self.steps.append((state.global_step, elapsed, self.counter.samples, self.counter.tokens,
-                           self.counter.nonpad_tokens))
+        self.steps.append(
+            (state.global_step, elapsed, self.counter.samples, self.counter.tokens, self.counter.nonpad_tokens)
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
@@ -155,8 +182,13 @@ class SideProcess:
     def __init__(self, workdir: Path):
         workdir.mkdir(parents=True, exist_ok=True)
         self.log = (workdir / "process.log").open("w+", encoding="utf-8")
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
 
     def run(self, spec: dict) -> dict:
         self.process.stdin.write(json.dumps(spec) + "\n")
@@ -191,18 +223,33 @@ def serve() -> None:
         try:
             torch.set_num_threads(spec["threads"])
             result = train_in_this_process(
-                Path(spec["model_dir"]), spec["method"], spec["training"], spec["lora"],
+                Path(spec["model_dir"]),
+                spec["method"],
+                spec["training"],
+                spec["lora"],
                 datasets.Dataset.from_dict({"text": spec["train_texts"]}),
-                datasets.Dataset.from_dict({"text": spec["eval_texts"]}), spec["device"],
-                Path(spec["output_dir"]), spec["evaluate"])
+                datasets.Dataset.from_dict({"text": spec["eval_texts"]}),
+                spec["device"],
+                Path(spec["output_dir"]),
+                spec["evaluate"],
+            )
         except Exception:  # reported to the parent, which stops the bench with it
             result = {"error": traceback.format_exc()[-4000:]}
         replies.write(json.dumps(result) + "\n")
         replies.flush()
 
 
-def train_in_this_process(model_dir: Path, method: str, training: dict, lora: dict | None, train_rows, eval_rows,
-                          device: str, output_dir: Path, evaluate: bool) -> dict:
+def train_in_this_process(
+    model_dir: Path,
+    method: str,
+    training: dict,
+    lora: dict | None,
+    train_rows,
+    eval_rows,
+    device: str,
+    output_dir: Path,
+    evaluate: bool,
+) -> dict:
     """One training pass as the train rule runs it (no checkpoints)."""
     from peft import get_peft_model
 
@@ -217,8 +264,9 @@ def train_in_this_process(model_dir: Path, method: str, training: dict, lora: di
         model = get_peft_model(model, build_lora_config(lora))
     args = build_sft_config(training, SEED, output_dir, device)
     args.save_strategy = "no"
-    trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows,
-                               processing_class=tokenizer)
+    trainer = SeededSFTTrainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer
+    )
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # the log rows, printed per step
     use_lm_head_loss(trainer, training)
     step_losses = record_step_losses(trainer)
@@ -231,7 +279,7 @@ def train_in_this_process(model_dir: Path, method: str, training: dict, lora: di
     trainer.train()
     peak_mb, peak_source = peak_memory_mb(device)
     steady = steady_throughput(clock.steps)
-    last_quarter = [float(loss) for loss in step_losses[-max(1, len(step_losses) // 4):]]
+    last_quarter = [float(loss) for loss in step_losses[-max(1, len(step_losses) // 4) :]]
     result = {
         "steps": int(trainer.state.global_step),
         "samples": counter.samples,
@@ -239,8 +287,9 @@ def train_in_this_process(model_dir: Path, method: str, training: dict, lora: di
         "samples_per_s": steady["samples_per_s"],
         "tokens_per_s": steady["tokens_per_s"],
         "nonpad_tokens_per_s": steady["nonpad_tokens_per_s"],
-        "model_gflops_per_s": (flops_per_token * steady["nonpad_tokens_per_s"] / 1e9
-                               if steady["nonpad_tokens_per_s"] else None),
+        "model_gflops_per_s": (
+            flops_per_token * steady["nonpad_tokens_per_s"] / 1e9 if steady["nonpad_tokens_per_s"] else None
+        ),
         "warmup_steps_excluded": steady["warmup_steps"],
         "padding_pct": 100 * (1 - counter.nonpad_tokens / counter.tokens) if counter.tokens else None,
         "peak_memory_mb": peak_mb,
@@ -281,9 +330,14 @@ def build_random_llama(spec: dict, tokenizer_dir: Path, out_dir: Path) -> Path:
     """A Llama of this shape with seeded random weights and the given tokenizer, saved like a hub model."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(SEED)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=False,
-                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                      pad_token_id=tokenizer.pad_token_id, **spec)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **spec,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
     return out_dir
@@ -310,8 +364,19 @@ def study_data(study: Path) -> tuple[Path, list[str], list[str]]:
     return results / "models" / "base", list(train), list(held_out)
 
 
-def compare(model_name: str, model_dir: Path, method: str, sides: dict, train_texts, eval_texts, device: str,
-            repetitions: int, warmup: int, workdir: Path, processes: dict | None = None) -> dict:
+def compare(
+    model_name: str,
+    model_dir: Path,
+    method: str,
+    sides: dict,
+    train_texts,
+    eval_texts,
+    device: str,
+    repetitions: int,
+    warmup: int,
+    workdir: Path,
+    processes: dict | None = None,
+) -> dict:
     """One model and method, every side; in `processes` (one per side) if given, else in processes of its own."""
     own = processes is None
     if own:
@@ -324,15 +389,25 @@ def compare(model_name: str, model_dir: Path, method: str, sides: dict, train_te
 
         def once(repetition):
             # The losses do not change between repetitions (same seed, same data): evaluate once.
-            result = processes[side].run({
-                "model_dir": str(model_dir), "method": method, "training": training, "lora": lora,
-                "train_texts": train_texts, "eval_texts": eval_texts, "device": device,
-                "evaluate": repetition == 0, "output_dir": str(workdir / "trainer"),
-                "threads": torch.get_num_threads()})
+            result = processes[side].run(
+                {
+                    "model_dir": str(model_dir),
+                    "method": method,
+                    "training": training,
+                    "lora": lora,
+                    "train_texts": train_texts,
+                    "eval_texts": eval_texts,
+                    "device": device,
+                    "evaluate": repetition == 0,
+                    "output_dir": str(workdir / "trainer"),
+                    "threads": torch.get_num_threads(),
+                }
+            )
             # The side's first pass pays one-off costs (torch.compile's compilation) that later passes in the
             # same process do not: keep it apart, so the cost shows beside the steady rate.
             first_pass_seconds.setdefault(side, result["seconds"])
             return result
+
         return once
 
     try:
@@ -343,26 +418,50 @@ def compare(model_name: str, model_dir: Path, method: str, sides: dict, train_te
                 process.close()
     summary = {}
     for side, reps in measured.items():
-        summary[side] = {key: harness.summarise([r[key] for r in reps]) for key in
-                         ("samples_per_s", "tokens_per_s", "nonpad_tokens_per_s", "model_gflops_per_s",
-                          "peak_memory_mb", "seconds")}
+        summary[side] = {
+            key: harness.summarise([r[key] for r in reps])
+            for key in (
+                "samples_per_s",
+                "tokens_per_s",
+                "nonpad_tokens_per_s",
+                "model_gflops_per_s",
+                "peak_memory_mb",
+                "seconds",
+            )
+        }
         first = reps[0]
-        summary[side].update({"steps": first["steps"], "samples": first["samples"],
-                              "padding_pct": first["padding_pct"], "final_train_loss": first["final_train_loss"],
-                              "eval_loss": first["eval_loss"], "peak_memory_source": first["peak_memory_source"],
-                              "warmup_steps_excluded": first["warmup_steps_excluded"],
-                              "first_pass_seconds": first_pass_seconds.get(side)})
+        summary[side].update(
+            {
+                "steps": first["steps"],
+                "samples": first["samples"],
+                "padding_pct": first["padding_pct"],
+                "final_train_loss": first["final_train_loss"],
+                "eval_loss": first["eval_loss"],
+                "peak_memory_source": first["peak_memory_source"],
+                "warmup_steps_excluded": first["warmup_steps_excluded"],
+                "first_pass_seconds": first_pass_seconds.get(side),
+            }
+        )
     ratios = {}
     for side in sides:
         if side == "blog recipe":
             continue
-        ratios[side] = {key: harness.ratio(summary[side][key], summary["blog recipe"][key])
-                        for key in ("samples_per_s", "tokens_per_s", "nonpad_tokens_per_s")}
-        ratios[side]["final_train_loss_change"] = _difference(summary[side]["final_train_loss"],
-                                                              summary["blog recipe"]["final_train_loss"])
+        ratios[side] = {
+            key: harness.ratio(summary[side][key], summary["blog recipe"][key])
+            for key in ("samples_per_s", "tokens_per_s", "nonpad_tokens_per_s")
+        }
+        ratios[side]["final_train_loss_change"] = _difference(
+            summary[side]["final_train_loss"], summary["blog recipe"]["final_train_loss"]
+        )
         ratios[side]["eval_loss_change"] = _difference(summary[side]["eval_loss"], summary["blog recipe"]["eval_loss"])
-    return {"model": model_name, "method": method, "repetitions": measured, "summary": summary, "ratios": ratios,
-            "settings": {side: {"training": training, "lora": lora} for side, (training, lora) in sides.items()}}
+    return {
+        "model": model_name,
+        "method": method,
+        "repetitions": measured,
+        "summary": summary,
+        "ratios": ratios,
+        "settings": {side: {"training": training, "lora": lora} for side, (training, lora) in sides.items()},
+    }
 
 
 def _difference(mine, theirs):
@@ -370,21 +469,55 @@ def _difference(mine, theirs):
 
 
 def print_comparison(case: dict) -> None:
-    print(f"\ntraining, {case['model']} model, {case['method']}: median (min-max) over "
-          f"{len(next(iter(case['repetitions'].values())))} repetition(s)")
+    print(
+        f"\ntraining, {case['model']} model, {case['method']}: median (min-max) over "
+        f"{len(next(iter(case['repetitions'].values())))} repetition(s)"
+    )
     rows = []
     for side, s in case["summary"].items():
-        rows.append([side, s["steps"], s["samples"], harness.figure(s["samples_per_s"], 2),
-                     harness.figure(s["tokens_per_s"], 0), harness.figure(s["nonpad_tokens_per_s"], 0),
-                     f"{s['padding_pct']:.1f}", harness.figure(s["model_gflops_per_s"], 1),
-                     harness.figure(s["peak_memory_mb"], 0), f"{s['first_pass_seconds']:.1f}",
-                     harness.figure(s["seconds"], 1), _loss(s["final_train_loss"]), _loss(s["eval_loss"])])
-    print(harness.table(["side", "steps", "samples", "samples/s", "tokens/s", "non-pad tok/s", "pad %",
-                         "model GFLOP/s", "peak MiB", "1st pass s", "pass s", "final loss", "eval loss"], rows))
+        rows.append(
+            [
+                side,
+                s["steps"],
+                s["samples"],
+                harness.figure(s["samples_per_s"], 2),
+                harness.figure(s["tokens_per_s"], 0),
+                harness.figure(s["nonpad_tokens_per_s"], 0),
+                f"{s['padding_pct']:.1f}",
+                harness.figure(s["model_gflops_per_s"], 1),
+                harness.figure(s["peak_memory_mb"], 0),
+                f"{s['first_pass_seconds']:.1f}",
+                harness.figure(s["seconds"], 1),
+                _loss(s["final_train_loss"]),
+                _loss(s["eval_loss"]),
+            ]
+        )
+    print(
+        harness.table(
+            [
+                "side",
+                "steps",
+                "samples",
+                "samples/s",
+                "tokens/s",
+                "non-pad tok/s",
+                "pad %",
+                "model GFLOP/s",
+                "peak MiB",
+                "1st pass s",
+                "pass s",
+                "final loss",
+                "eval loss",
+            ],
+            rows,
+        )
+    )
     for side, r in case["ratios"].items():
-        print(f"  {side} / blog recipe: samples/s x{_x(r['samples_per_s'])}, tokens/s x{_x(r['tokens_per_s'])}, "
-              f"non-pad tokens/s x{_x(r['nonpad_tokens_per_s'])}; final loss {_signed(r['final_train_loss_change'])}, "
-              f"eval loss {_signed(r['eval_loss_change'])}")
+        print(
+            f"  {side} / blog recipe: samples/s x{_x(r['samples_per_s'])}, tokens/s x{_x(r['tokens_per_s'])}, "
+            f"non-pad tokens/s x{_x(r['nonpad_tokens_per_s'])}; final loss {_signed(r['final_train_loss_change'])}, "
+            f"eval loss {_signed(r['eval_loss_change'])}"
+        )
 
 
 def _loss(value):
@@ -414,8 +547,10 @@ def main(argv=None) -> dict:
     methods = [m for m in args.methods.split(",") if m]
     repetitions, warmup = (1, 0) if args.quick else (args.repetitions, 1)
     matmul_gflops = harness.matmul_gflops(device)
-    print(f"this machine's fp32 matrix-product rate ({device}, {torch.get_num_threads()} threads, 512x512x512): "
-          f"{matmul_gflops:.0f} GFLOP/s, the ceiling for the model GFLOP/s below")
+    print(
+        f"this machine's fp32 matrix-product rate ({device}, {torch.get_num_threads()} threads, 512x512x512): "
+        f"{matmul_gflops:.0f} GFLOP/s, the ceiling for the model GFLOP/s below"
+    )
     cases = []
     with tempfile.TemporaryDirectory(prefix="training-bench-") as tmp:
         tmp = Path(tmp)
@@ -430,8 +565,10 @@ def main(argv=None) -> dict:
                 if name == "embedded":
                     models[name] = (base_dir, args.samples or 400)
                 elif name == "cpu-large":
-                    models[name] = (build_random_llama(LARGER_CPU_LLAMA, base_dir, tmp / "cpu-large"),
-                                    args.samples or 200)
+                    models[name] = (
+                        build_random_llama(LARGER_CPU_LLAMA, base_dir, tmp / "cpu-large"),
+                        args.samples or 200,
+                    )
                 else:
                     raise SystemExit(f"--models: unknown model {name!r} (embedded, cpu-large)")
         # --quick: one process per side for everything (its memory figures then mix methods; it measures nothing).
@@ -443,8 +580,19 @@ def main(argv=None) -> dict:
                     if args.only_default:
                         for side in OPTIONAL_SIDES:
                             sides.pop(side)
-                    case = compare(model_name, model_dir, method, sides, train_texts[:samples], eval_texts, device,
-                                   repetitions, warmup, tmp, processes=shared)
+                    case = compare(
+                        model_name,
+                        model_dir,
+                        method,
+                        sides,
+                        train_texts[:samples],
+                        eval_texts,
+                        device,
+                        repetitions,
+                        warmup,
+                        tmp,
+                        processes=shared,
+                    )
                     case["samples_per_repetition"] = samples
                     print_comparison(case)
                     cases.append(case)
@@ -454,8 +602,14 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "training: the blog's recipe vs the workflow's default path",
         "fp32_matmul_gflops": matmul_gflops,
-        "settings": {"quick": args.quick, "repetitions": repetitions, "warmup": warmup, "device": device,
-                     "larger_cpu_llama": LARGER_CPU_LLAMA, "seed": SEED},
+        "settings": {
+            "quick": args.quick,
+            "repetitions": repetitions,
+            "warmup": warmup,
+            "device": device,
+            "larger_cpu_llama": LARGER_CPU_LLAMA,
+            "seed": SEED,
+        },
         "method": __doc__,
         "cases": cases,
     }

@@ -35,8 +35,12 @@ QUICK_COMMANDS = {"snakemake -n (empty folder)": ["-n", "--cores", "all"]}
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", type=Path, default=harness.REPO / "results" / "bench" / "study",
-                        help="the study folder (default results/bench/study)")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=harness.REPO / "results" / "bench" / "study",
+        help="the study folder (default results/bench/study)",
+    )
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="only time `snakemake -n` on an empty folder")
     parser.add_argument("--out-dir", type=Path, default=harness.RESULTS_DIR)
@@ -47,11 +51,21 @@ def snakemake(workdir: Path, args: list[str], timeout_s: float = 3600) -> dict:
     """Run the workflow's snakemake in `workdir`; its wall time, exit status and the tail of its output."""
     command = [sys.executable, "-m", "snakemake", "-s", str(harness.REPO / "Snakefile"), *args]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout_s,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        command,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     output = done.stdout + done.stderr
-    return {"seconds": time.perf_counter() - started, "returncode": done.returncode,
-            "did_nothing": NOTHING_TO_DO in output, "output_tail": output[-3000:]}
+    return {
+        "seconds": time.perf_counter() - started,
+        "returncode": done.returncode,
+        "did_nothing": NOTHING_TO_DO in output,
+        "output_tail": output[-3000:],
+    }
 
 
 def prepare_study(study: Path) -> dict:
@@ -85,8 +99,13 @@ def measure(workdir: Path, commands: dict, repetitions: int) -> dict:
             if run["returncode"] != 0:
                 raise SystemExit(f"`snakemake {' '.join(args)}` failed in {workdir}:\n{run['output_tail']}")
             runs[name].append(run)
-    return {name: {"seconds": harness.summarise([r["seconds"] for r in reps]),
-                   "did_nothing": all(r["did_nothing"] for r in reps)} for name, reps in runs.items()}
+    return {
+        name: {
+            "seconds": harness.summarise([r["seconds"] for r in reps]),
+            "did_nothing": all(r["did_nothing"] for r in reps),
+        }
+        for name, reps in runs.items()
+    }
 
 
 def print_result(result: dict) -> None:
@@ -94,8 +113,10 @@ def print_result(result: dict) -> None:
     rows = [[name, harness.figure(entry["seconds"], 2)] for name, entry in result["commands"].items()]
     print(harness.table(["command", "seconds"], rows))
     if result.get("study_update_s") is not None:
-        print(f"  bringing the study up to date first took {result['study_update_s']:.1f} s "
-              f"({'nothing to do' if result['study_was_current'] else 'jobs ran'})")
+        print(
+            f"  bringing the study up to date first took {result['study_update_s']:.1f} s "
+            f"({'nothing to do' if result['study_was_current'] else 'jobs ran'})"
+        )
     if result.get("job_seconds"):
         jobs = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["job_seconds"].items())
         print(f"  each job of the study, s (Snakemake benchmark files): {jobs}")
@@ -114,9 +135,14 @@ def main(argv=None) -> dict:
         no_op = commands["no-op snakemake --cores all"]
         if not no_op["did_nothing"]:
             raise SystemExit(f"a second `snakemake --cores all` in {args.study} did work: the no-op is not one")
-        result = {"where": str(args.study), "repetitions": args.repetitions, "commands": commands,
-                  "study_update_s": update["seconds"], "study_was_current": update["did_nothing"],
-                  "job_seconds": job_seconds(args.study)}
+        result = {
+            "where": str(args.study),
+            "repetitions": args.repetitions,
+            "commands": commands,
+            "study_update_s": update["seconds"],
+            "study_was_current": update["did_nothing"],
+            "job_seconds": job_seconds(args.study),
+        }
     result = {"benchmark": "workflow overhead", "settings": {"quick": args.quick}, "method": __doc__, **result}
     print_result(result)
     path = harness.write_result("workflow_overhead", result, args.out_dir)

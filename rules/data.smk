@@ -10,19 +10,19 @@ rule prepare_data:
             category="Data",
             labels={"file": "data card"},
         ),
+    log:
+        f"{RESULTS}/logs/prepare_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_data.tsv"
+    conda:
+        "../envs/train.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         data=data_params(),
         seed=config["seed"],
         max_seq_length=config["training"]["max_seq_length"],
         trust_remote_code=config["trust_remote_code"],
-    log:
-        f"{RESULTS}/logs/prepare_data.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/prepare_data.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/prepare_data.py"

@@ -10,6 +10,17 @@ rule generate:
         ),
         telemetry=f"{RESULTS}/generations/{{model}}.telemetry.csv",
         telemetry_summary=f"{RESULTS}/generations/{{model}}.telemetry.json",
+    log:
+        f"{RESULTS}/logs/generate/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generate/{{model}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=USES_GPU,
+        mem_mb=16000,
+        runtime=60,
     params:
         generation=generation_params(),
         method=run_method,
@@ -18,16 +29,5 @@ rule generate:
         device=config["device"],
         telemetry=TELEMETRY,
         trust_remote_code=config["trust_remote_code"],
-    log:
-        f"{RESULTS}/logs/generate/{{model}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/generate/{{model}}.tsv"
-    threads: JOB_THREADS
-    resources:
-        gpu=USES_GPU,
-        mem_mb=16000,
-        runtime=60,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/generate.py"

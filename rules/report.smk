@@ -30,20 +30,20 @@ rule report:
             category="Tables",
             labels={"table": "{name}"},
         ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../envs/report.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
     params:
         runs=RUNS,
         config=canonical(config),
         config_hash=config_hash(config),
         reference=canonical(config["report"]["reference"]),
         title=config["report"]["title"],
-    log:
-        f"{RESULTS}/logs/report.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/report.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    conda:
-        "../envs/report.yaml"
     script:
         "../scripts/report.py"

@@ -17,6 +17,17 @@ rule train:
         log_history=f"{RESULTS}/runs/{{run}}/log_history.csv",
         telemetry=f"{RESULTS}/runs/{{run}}/telemetry.csv",
         telemetry_summary=f"{RESULTS}/runs/{{run}}/telemetry.json",
+    log:
+        f"{RESULTS}/logs/train/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: JOB_THREADS
+    resources:
+        gpu=USES_GPU,
+        mem_mb=16000,
+        runtime=720,
     params:
         settings=train_params,
         dtype=config["base_model"]["dtype"],
@@ -25,16 +36,5 @@ rule train:
         trust_remote_code=config["trust_remote_code"],
         # Outside the outputs on purpose: Snakemake deletes outputs before a rerun.
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.run}",
-    log:
-        f"{RESULTS}/logs/train/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{{run}}.tsv"
-    threads: JOB_THREADS
-    resources:
-        gpu=USES_GPU,
-        mem_mb=16000,
-        runtime=720,
-    conda:
-        "../envs/train.yaml"
     script:
         "../scripts/train.py"

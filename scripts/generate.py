@@ -19,12 +19,23 @@ def main(smk):
     settings = smk.params.generation
     prompts = load_prompts(smk.input.prompts)
     telemetry = smk.params.telemetry
-    with TelemetrySampler(smk.output.telemetry, smk.output.telemetry_summary, backend=telemetry["backend"],
-                          interval_s=telemetry["interval_s"], job=f"generate {model_name}") as sampler:
+    with TelemetrySampler(
+        smk.output.telemetry,
+        smk.output.telemetry_summary,
+        backend=telemetry["backend"],
+        interval_s=telemetry["interval_s"],
+        job=f"generate {model_name}",
+    ) as sampler:
         sampler.set_phase("load")
         model, tokenizer = load_generation_model(
-            smk.input.base_model, smk.input.get("run_model"), smk.params.method, settings["merge_lora"],
-            smk.params.dtype, smk.params.trust_remote_code, device)
+            smk.input.base_model,
+            smk.input.get("run_model"),
+            smk.params.method,
+            settings["merge_lora"],
+            smk.params.dtype,
+            smk.params.trust_remote_code,
+            device,
+        )
         sampler.set_phase("generate")
         records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)
     with atomic_path(smk.output.generations) as tmp:

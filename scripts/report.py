@@ -19,11 +19,15 @@ def main(smk) -> None:
         template=smk.input.template,
         style=smk.input.style,
     )
-    inputs = load_report_inputs(paths, runs=list(smk.params.runs), config=smk.params.config,
-                                config_hash=smk.params.config_hash, reference=smk.params.reference,
-                                title=smk.params.title)
-    build_report(inputs, smk.output.html, smk.output.figures, smk.output.tables,
-                 command_line=snakemake_command_line())
+    inputs = load_report_inputs(
+        paths,
+        runs=list(smk.params.runs),
+        config=smk.params.config,
+        config_hash=smk.params.config_hash,
+        reference=smk.params.reference,
+        title=smk.params.title,
+    )
+    build_report(inputs, smk.output.html, smk.output.figures, smk.output.tables, command_line=snakemake_command_line())
 
 
 def _base_card(smk_input) -> Path:

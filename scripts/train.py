@@ -38,23 +38,31 @@ def main(smk):
         "base_model": hashlib.sha256((paths.base_model / CARD_NAME).read_bytes()).hexdigest(),
     }
     telemetry = smk.params.telemetry
-    with TelemetrySampler(smk.output.telemetry, smk.output.telemetry_summary, backend=telemetry["backend"],
-                          interval_s=telemetry["interval_s"], job=f"train {settings['run']}") as sampler:
-        metrics, rows = train_run(settings, paths, device, smk.params.dtype, smk.params.trust_remote_code,
-                                  fingerprint, sampler)
+    with TelemetrySampler(
+        smk.output.telemetry,
+        smk.output.telemetry_summary,
+        backend=telemetry["backend"],
+        interval_s=telemetry["interval_s"],
+        job=f"train {settings['run']}",
+    ) as sampler:
+        metrics, rows = train_run(
+            settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler
+        )
     summary = sampler.summary
     peak_mb, peak_source = peak_memory(summary)
-    metrics.update({
-        "device_name": device_name(device),
-        "peak_memory_mb": peak_mb,
-        "peak_memory_source": peak_source,
-        "memory": memory_figures(summary),
-        "energy_j": summary.get("energy_j"),
-        "energy_source": summary.get("energy_method") if summary.get("energy_j") is not None else None,
-        "telemetry_backend": summary.get("backend"),
-        "torch_build": torch_build(),
-        "versions": {name: metadata.version(name) for name in TRAINING_PACKAGES},
-    })
+    metrics.update(
+        {
+            "device_name": device_name(device),
+            "peak_memory_mb": peak_mb,
+            "peak_memory_source": peak_source,
+            "memory": memory_figures(summary),
+            "energy_j": summary.get("energy_j"),
+            "energy_source": summary.get("energy_method") if summary.get("energy_j") is not None else None,
+            "telemetry_backend": summary.get("backend"),
+            "torch_build": torch_build(),
+            "versions": {name: metadata.version(name) for name in TRAINING_PACKAGES},
+        }
+    )
     with atomic_path(smk.output.log_history) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_HISTORY_COLUMNS)
@@ -62,9 +70,14 @@ def main(smk):
             writer.writerows(rows)
     write_json(smk.output.metrics, metrics)
     mark_finished(paths.checkpoints)
-    log.info("run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
-             metrics["run"], metrics["final_train_loss"], metrics["eval_loss"],
-             metrics["eval_loss_before_training"], metrics["train_runtime_s"])
+    log.info(
+        "run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
+        metrics["run"],
+        metrics["final_train_loss"],
+        metrics["eval_loss"],
+        metrics["eval_loss_before_training"],
+        metrics["train_runtime_s"],
+    )
 
 
 run_script(main, snakemake)  # noqa: F821

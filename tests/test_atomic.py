@@ -47,6 +47,8 @@ def test_files_a_library_wrote_owner_only_in_a_folder_output_become_readable(tmp
             (folder / "run.sh").chmod(0o700)
     finally:
         os.umask(umask)
-    modes = {path.relative_to(tmp_path / "model").as_posix(): path.stat().st_mode & 0o777
-             for path in (tmp_path / "model").rglob("*")}
+    modes = {
+        path.relative_to(tmp_path / "model").as_posix(): path.stat().st_mode & 0o777
+        for path in (tmp_path / "model").rglob("*")
+    }
     assert modes == {"model.safetensors": 0o644, "sub": 0o755, "sub/config.json": 0o644, "run.sh": 0o744}

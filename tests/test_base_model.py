@@ -35,10 +35,18 @@ def local_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("local") / "tiny-llama"
     tokenizer = train_tokenizer(pretraining_texts()[:50], 300)
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                      max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     transformers.LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -72,11 +80,17 @@ def run_offline(name: str, out_dir: Path, hf_home: Path, dtype: str = "auto") ->
             result = {"error": str(error)}
         print("RESULT " + json.dumps(result))
     """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home), "PYTHONPATH": str(REPO / "scripts"),
-           "HF_TOKEN": "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123"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(hf_home),
+        "PYTHONPATH": str(REPO / "scripts"),
+        "HF_TOKEN": "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123",
+    }
     env.pop("HF_HUB_CACHE", None)
-    done = subprocess.run([sys.executable, "-c", code, name, str(out_dir), dtype], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, name, str(out_dir), dtype], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "hf_ThisIsNotARealToken" not in done.stdout + done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
@@ -88,8 +102,12 @@ def test_local_folder_is_copied_with_a_card(local_model, tmp_path):
     card = materialize_base_model(str(local_model), None, "float32", False, out_dir, UNUSED_SPEC, log=quiet)
     source = transformers.AutoModelForCausalLM.from_pretrained(local_model)
     assert card == json.loads((out_dir / CARD_NAME).read_text())
-    assert (card["source"], card["path"], card["dtype"], card["model_type"]) == \
-        ("local", str(local_model.resolve()), "float32", "llama")
+    assert (card["source"], card["path"], card["dtype"], card["model_type"]) == (
+        "local",
+        str(local_model.resolve()),
+        "float32",
+        "llama",
+    )
     assert card["parameter_count"] == count_parameters(source) == sum(p.numel() for p in source.parameters())
     assert missing_model_files(out_dir) == []
     copied = load_file(out_dir / "model.safetensors")
@@ -99,8 +117,7 @@ def test_local_folder_is_copied_with_a_card(local_model, tmp_path):
 
 
 def test_local_folder_dtype(local_model, tmp_path):
-    card = materialize_base_model(str(local_model), None, "bfloat16", False, tmp_path / "bf16", UNUSED_SPEC,
-                                  log=quiet)
+    card = materialize_base_model(str(local_model), None, "bfloat16", False, tmp_path / "bf16", UNUSED_SPEC, log=quiet)
     assert card["dtype"] == "bfloat16"
     assert {t.dtype for t in load_file(tmp_path / "bf16" / "model.safetensors").values()} == {torch.bfloat16}
     card = materialize_base_model(str(local_model), None, "auto", False, tmp_path / "auto", UNUSED_SPEC, log=quiet)
@@ -133,8 +150,9 @@ def test_adapter_folder_gets_a_hint(tmp_path):
 
 def test_missing_path_and_file_are_refused(tmp_path):
     with pytest.raises(FtcompareError, match="no such folder.*embedded"):
-        materialize_base_model(str(tmp_path / "no" / "such" / "model"), None, "float32", False, tmp_path / "out",
-                               UNUSED_SPEC, log=quiet)
+        materialize_base_model(
+            str(tmp_path / "no" / "such" / "model"), None, "float32", False, tmp_path / "out", UNUSED_SPEC, log=quiet
+        )
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF")
     with pytest.raises(FtcompareError, match="is a file"):
@@ -148,9 +166,19 @@ def test_bad_dtype_is_refused(tmp_path):
 
 
 def test_embedded_name_builds_the_embedded_model(tmp_path):
-    spec = EmbeddedModelSpec(vocab_size=300, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
-                             pretrain_steps=2, pretrain_batch_size=2, pretrain_seq_length=16, seed=1)
+    spec = EmbeddedModelSpec(
+        vocab_size=300,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        pretrain_steps=2,
+        pretrain_batch_size=2,
+        pretrain_seq_length=16,
+        seed=1,
+    )
     card = materialize_base_model("embedded", None, "float32", False, tmp_path / "base", spec, log=quiet)
     assert card["source"] == "embedded" and card["spec"]["seed"] == 1
     assert missing_model_files(tmp_path / "base") == []
@@ -180,15 +208,18 @@ def _response(status: int) -> httpx2.Response:
     return httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/x/y/resolve/main/config.json"))
 
 
-@pytest.mark.parametrize("error, expected", [
-    (httpx2.ConnectError("[Errno 111] Connection refused"), "could not be reached"),
-    (hub_errors.OfflineModeIsEnabled("offline"), "local hub cache"),
-    (hub_errors.GatedRepoError("gated", response=_response(401)), "gated"),
-    (hub_errors.RepositoryNotFoundError("missing", response=_response(404)), "no such model repository"),
-    (hub_errors.RevisionNotFoundError("missing", response=_response(404)), "no such branch, tag or commit"),
-    (hub_errors.RemoteEntryNotFoundError("no file", response=_response(404)), "no config.json"),
-    (OSError("We couldn't connect to 'https://huggingface.co' to load the files"), "couldn't connect"),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (httpx2.ConnectError("[Errno 111] Connection refused"), "could not be reached"),
+        (hub_errors.OfflineModeIsEnabled("offline"), "local hub cache"),
+        (hub_errors.GatedRepoError("gated", response=_response(401)), "gated"),
+        (hub_errors.RepositoryNotFoundError("missing", response=_response(404)), "no such model repository"),
+        (hub_errors.RevisionNotFoundError("missing", response=_response(404)), "no such branch, tag or commit"),
+        (hub_errors.RemoteEntryNotFoundError("no file", response=_response(404)), "no config.json"),
+        (OSError("We couldn't connect to 'https://huggingface.co' to load the files"), "couldn't connect"),
+    ],
+)
 def test_hub_errors_become_one_clear_message(error, expected):
     with pytest.raises(FtcompareError) as caught:
         with base_model._hub_errors("owner/model", "v1"):
@@ -203,17 +234,24 @@ def test_tokens_are_redacted(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "secret-token-value")
     with pytest.raises(FtcompareError) as caught:
         with base_model._hub_errors("owner/model", None):
-            raise hub_errors.HfHubHTTPError("401 for secret-token-value and hf_abcdefghijklmnopqrstuvwxyz012345",
-                                            response=_response(401))
+            raise hub_errors.HfHubHTTPError(
+                "401 for secret-token-value and hf_abcdefghijklmnopqrstuvwxyz012345", response=_response(401)
+            )
     assert "secret-token-value" not in str(caught.value) and "hf_abcdefghij" not in str(caught.value)
 
 
 def test_entry_script_reports_a_bad_folder_and_exits_1(tmp_path):
     (tmp_path / "not-a-model").mkdir()
-    smk = {"params": {"base_model": {"name": str(tmp_path / "not-a-model"), "revision": None, "dtype": "float32",
-                                     "embedded": {}}, "seed": 1, "trust_remote_code": False},
-           "output": {"model": str(tmp_path / "results" / "base_model")},
-           "log": [str(tmp_path / "base_model.log")], "rule": "base_model"}
+    smk = {
+        "params": {
+            "base_model": {"name": str(tmp_path / "not-a-model"), "revision": None, "dtype": "float32", "embedded": {}},
+            "seed": 1,
+            "trust_remote_code": False,
+        },
+        "output": {"model": str(tmp_path / "results" / "base_model")},
+        "log": [str(tmp_path / "base_model.log")],
+        "rule": "base_model",
+    }
     # The snakemake object as the script sees it: attributes params.base_model, output.model, log[0], rule.
     code = textwrap.dedent(f"""
         import json, runpy, sys
@@ -224,8 +262,13 @@ def test_entry_script_reports_a_bad_folder_and_exits_1(tmp_path):
                               log=smk["log"], rule=smk["rule"])
         runpy.run_path({str(REPO / "scripts" / "base_model.py")!r}, init_globals={{"snakemake": smk}})
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 1, done.stderr
     assert "ftcompare: rule base_model:" in done.stderr and "not a model folder" in done.stderr
     assert "not a model folder" in (tmp_path / "base_model.log").read_text()

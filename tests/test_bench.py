@@ -9,15 +9,17 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import harness  # noqa: E402
 import run_all  # noqa: E402
 import training_speed  # noqa: E402
+
+import harness  # noqa: E402
 
 
 def test_alternate_drops_the_warmup_and_flips_the_order():
     calls = []
-    sides = {name: (lambda repetition, name=name: calls.append((name, repetition)) or repetition)
-             for name in ("a", "b")}
+    sides = {
+        name: (lambda repetition, name=name: calls.append((name, repetition)) or repetition) for name in ("a", "b")
+    }
     results = harness.alternate(sides, repetitions=3, warmup=1)
     assert calls == [("a", -1), ("b", -1), ("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
     assert results == {"a": [0, 1, 2], "b": [0, 1, 2]}
@@ -56,25 +58,58 @@ def test_the_machine_record_names_the_vector_extensions(tmp_path):
 
 
 def test_targets_are_judged_from_the_figures():
-    quiet = {"blog recipe": {"nonpad_tokens_per_s": harness.summarise([100, 105, 110])},
-             "ours": {"nonpad_tokens_per_s": harness.summarise([170, 180, 175])}}
+    quiet = {
+        "blog recipe": {"nonpad_tokens_per_s": harness.summarise([100, 105, 110])},
+        "ours": {"nonpad_tokens_per_s": harness.summarise([170, 180, 175])},
+    }
     busy = {**quiet, "ours": {"nonpad_tokens_per_s": harness.summarise([40, 170, 165])}}  # x0.36 to x1.7
-    training = {"cases": [
-        {"model": "m", "method": "lora", "summary": quiet, "ratios": {"ours": {
-            "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0005}}},
-        {"model": "m", "method": "full", "summary": quiet, "ratios": {"ours": {
-            "nonpad_tokens_per_s": 2.0, "eval_loss_change": 0.01, "final_train_loss_change": 0.0}}},
-        {"model": "n", "method": "lora", "summary": busy, "ratios": {"ours": {
-            "nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0}}}]}
+    training = {
+        "cases": [
+            {
+                "model": "m",
+                "method": "lora",
+                "summary": quiet,
+                "ratios": {
+                    "ours": {"nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0005}
+                },
+            },
+            {
+                "model": "m",
+                "method": "full",
+                "summary": quiet,
+                "ratios": {
+                    "ours": {"nonpad_tokens_per_s": 2.0, "eval_loss_change": 0.01, "final_train_loss_change": 0.0}
+                },
+            },
+            {
+                "model": "n",
+                "method": "lora",
+                "summary": busy,
+                "ratios": {
+                    "ours": {"nonpad_tokens_per_s": 1.6, "eval_loss_change": 0.0, "final_train_loss_change": 0.0}
+                },
+            },
+        ]
+    }
     training["cases"][0]["ratios"]["ours + compile"] = {"nonpad_tokens_per_s": 1.9}
     training["cases"][0]["summary"] = {**quiet, "ours + compile": {"first_pass_seconds": 41.2}}
     verdicts = [t["met"] for t in run_all.training_targets(training)]
     assert run_all.training_targets(training)[0]["note"].endswith(
-        "; with torch_compile (off by default): x1.90, first pass 41 s")
+        "; with torch_compile (off by default): x1.90, first pass 41 s"
+    )
     assert verdicts == ["yes", "no", "yes?"]  # the second is faster but learns worse
     summary = {"tokens_per_s": harness.summarise([10.0, 11.0])}
-    generation = {"cases": [{"model": "m", "prompts": 8, "speedup": 4.0, "texts_identical": False,
-                             "summary": {side: summary for side in run_all.generation_speed.SIDES}}]}
+    generation = {
+        "cases": [
+            {
+                "model": "m",
+                "prompts": 8,
+                "speedup": 4.0,
+                "texts_identical": False,
+                "summary": {side: summary for side in run_all.generation_speed.SIDES},
+            }
+        ]
+    }
     assert run_all.generation_targets(generation)[0]["met"] == "no"
     assert run_all.ratio_bounds(harness.summarise([4.0, 6.0]), harness.summarise([1.0, 2.0])) == (2.0, 6.0)
 
@@ -83,8 +118,13 @@ def test_targets_are_judged_from_the_figures():
 def test_the_whole_harness_runs_quick(tmp_path, capsys):
     summary = run_all.main(["--quick", "--out-dir", str(tmp_path)])
     written = {path.name for path in tmp_path.glob("*.json")}
-    assert written == {"summary.json", "training_speed.json", "generation_speed.json", "workflow_overhead.json",
-                       "telemetry_overhead.json"}
+    assert written == {
+        "summary.json",
+        "training_speed.json",
+        "generation_speed.json",
+        "workflow_overhead.json",
+        "telemetry_overhead.json",
+    }
     training = json.loads((tmp_path / "training_speed.json").read_text())
     assert training["machine"]["cpu_count"] and training["versions"]["torch"]
     sides = {side for case in training["cases"] for side in case["summary"]}
@@ -107,8 +147,9 @@ def test_the_gpu_script_runs_on_a_tiny_model(tmp_path):
 
     result = gpu_bench.main(["--tiny", "--out", str(tmp_path)])
     written = json.loads((tmp_path / "gpu_bench.json").read_text())
-    assert set(written["results"]) == {f"{method}, {side}" for method in ("lora", "full")
-                                       for side in ("blog recipe", "ours", "ours + compile")}
+    assert set(written["results"]) == {
+        f"{method}, {side}" for method in ("lora", "full") for side in ("blog recipe", "ours", "ours + compile")
+    }
     ours, blog = result["results"]["full, ours"], result["results"]["full, blog recipe"]
     assert (blog["autocast"], ours["autocast"]) == ("fp32", "bf16")
     assert ours["optimizer"] == "adamw_torch_fused"

@@ -5,9 +5,8 @@ import copy
 import pytest
 import yaml
 
-from ftcompare.config import ConfigError, config_hash, load_schema, run_settings, validate_config
-
 from conftest import REPO, load_yaml
+from ftcompare.config import ConfigError, config_hash, load_schema, run_settings, validate_config
 
 
 def test_default_and_blog_configs_validate(default_config, blog_config):
@@ -24,15 +23,23 @@ def test_empty_config_takes_every_default():
     assert config["data"]["name"] == "embedded"
     assert config["base_model"]["embedded"]["hidden_size"] == 128
     assert config["training"]["per_device_train_batch_size"] == 4
-    assert config["lora"] == {"r": 8, "lora_alpha": 8, "lora_dropout": 0.1, "bias": "none",
-                              "target_modules": None, "use_dora": False, "use_rslora": False}
+    assert config["lora"] == {
+        "r": 8,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "bias": "none",
+        "target_modules": None,
+        "use_dora": False,
+        "use_rslora": False,
+    }
     assert set(config["runs"]) == {"lora", "full"}
 
 
 def test_run_overrides_stay_sparse_so_global_changes_reach_them():
-    config = validate_config({"training": {"logging_steps": 7},
-                              "runs": {"a": {"method": "full", "training": {"learning_rate": 1e-3}}}},
-                             search_dirs=[REPO])
+    config = validate_config(
+        {"training": {"logging_steps": 7}, "runs": {"a": {"method": "full", "training": {"learning_rate": 1e-3}}}},
+        search_dirs=[REPO],
+    )
     assert config["runs"]["a"]["training"] == {"learning_rate": 1e-3}
     assert run_settings(config, "a")["training"]["logging_steps"] == 7
 
@@ -54,9 +61,14 @@ BAD_CONFIGS = [
     ({"training": {"lr_scheduler_type": "sawtooth"}}, "`training.lr_scheduler_type` = 'sawtooth': allowed values"),
     ({"training": {"warmup_ratio": 1.5}}, "`training.warmup_ratio` = 1.5: must be < 1"),
     ({"training": {"fp16": True, "bf16": True}}, "training.fp16 and training.bf16 are both true"),
-    ({"training": {"drop_padding_mask": True}}, "runs.lora: training.drop_padding_mask: true needs lm_head_loss: "
-                                                "full_logits"),
-    ({"training": {"gradient_checkpointing": "yes"}}, "`training.gradient_checkpointing` = 'yes': must be of type boolean"),
+    (
+        {"training": {"drop_padding_mask": True}},
+        "runs.lora: training.drop_padding_mask: true needs lm_head_loss: full_logits",
+    ),
+    (
+        {"training": {"gradient_checkpointing": "yes"}},
+        "`training.gradient_checkpointing` = 'yes': must be of type boolean",
+    ),
     ({"lora": {"r": 0}}, "`lora.r` = 0: must be >= 1"),
     ({"lora": {"lora_dropout": 1.0}}, "`lora.lora_dropout` = 1.0: must be < 1"),
     ({"lora": {"lora_dropout": -0.1}}, "`lora.lora_dropout` = -0.1: must be >= 0"),
@@ -68,7 +80,10 @@ BAD_CONFIGS = [
     ({"runs": {"a b": {"method": "lora"}}}, "run name 'a b' is not allowed"),
     ({"runs": {"base": {"method": "full"}}}, "run name 'base' is not allowed"),
     ({"runs": {}}, "`runs` = {}: must not be empty"),
-    ({"runs": {"x": {"method": "lora", "training": {"max_steps": -5}}}}, "`runs.x.training.max_steps` = -5: must be >= -1"),
+    (
+        {"runs": {"x": {"method": "lora", "training": {"max_steps": -5}}}},
+        "`runs.x.training.max_steps` = -5: must be >= -1",
+    ),
     ({"runs": {"x": {"method": "lora", "lora": {"rank": 4}}}}, "unknown key `runs.x.lora.rank`"),
     ({"telemetry": {"backend": "rocm-smi"}}, "`telemetry.backend` = 'rocm-smi': allowed values are auto, amdsmi, nvml"),
     ({"telemetry": {"interval_s": 0}}, "`telemetry.interval_s` = 0: must be >= 0.01"),
@@ -77,10 +92,14 @@ BAD_CONFIGS = [
     ({"generation": {"max_new_tokens": 0}}, "`generation.max_new_tokens` = 0: must be >= 1"),
     ({"data": {"eval_fraction": 0}}, "`data.eval_fraction` = 0: must be > 0"),
     ({"seed": -1}, "`seed` = -1: must be >= 0"),
-    ({"base_model": {"embedded": {"hidden_size": 100, "num_attention_heads": 3}}},
-     "base_model.embedded.hidden_size = 100: must be a multiple of num_attention_heads (3)"),
-    ({"base_model": {"embedded": {"pretrain_seq_length": 1024, "max_position_embeddings": 512}}},
-     "base_model.embedded.pretrain_seq_length = 1024: must be <= max_position_embeddings (512)"),
+    (
+        {"base_model": {"embedded": {"hidden_size": 100, "num_attention_heads": 3}}},
+        "base_model.embedded.hidden_size = 100: must be a multiple of num_attention_heads (3)",
+    ),
+    (
+        {"base_model": {"embedded": {"pretrain_seq_length": 1024, "max_position_embeddings": 512}}},
+        "base_model.embedded.pretrain_seq_length = 1024: must be <= max_position_embeddings (512)",
+    ),
 ]
 
 

@@ -48,15 +48,25 @@ def offline_hub(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def tokenizer():
     """One token per whitespace-separated word; <s> and </s> are special tokens, none are added."""
-    backend = Tokenizer(models.WordLevel(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "row": 3, "word": 4},
-                                         unk_token="<unk>"))
+    backend = Tokenizer(
+        models.WordLevel(vocab={"<unk>": 0, "<s>": 1, "</s>": 2, "row": 3, "word": 4}, unk_token="<unk>")
+    )
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
 
 
 def make_spec(name, **overrides) -> DataSpec:
-    values = dict(name=str(name), revision=None, split="train", text_column="text", eval_fraction=0.25,
-                  max_rows=None, embedded_rows=40, seed=1, max_seq_length=8)
+    values = dict(
+        name=str(name),
+        revision=None,
+        split="train",
+        text_column="text",
+        eval_fraction=0.25,
+        max_rows=None,
+        embedded_rows=40,
+        seed=1,
+        max_seq_length=8,
+    )
     values.update(overrides)
     return DataSpec(**values)
 
@@ -81,21 +91,37 @@ def write_jsonl(path, records) -> Path:
 
 # --- the spec -------------------------------------------------------------------------------------
 
+
 def test_spec_from_the_validated_config(default_config):
     spec = DataSpec.from_config(default_config)
-    assert spec == DataSpec(name="embedded", revision=None, split="train", text_column="text", eval_fraction=0.1,
-                            max_rows=None, embedded_rows=1100, seed=42,
-                            max_seq_length=default_config["training"]["max_seq_length"])
+    assert spec == DataSpec(
+        name="embedded",
+        revision=None,
+        split="train",
+        text_column="text",
+        eval_fraction=0.1,
+        max_rows=None,
+        embedded_rows=1100,
+        seed=42,
+        max_seq_length=default_config["training"]["max_seq_length"],
+    )
 
 
 def test_spec_from_the_rule_params_without_embedded_rows(default_config):
     section = {**default_config["data"], "name": "org/set", "revision": "v1"}
     del section["embedded_rows"]
     spec = DataSpec.from_section(section, seed=5, max_seq_length=64)
-    assert (spec.name, spec.revision, spec.embedded_rows, spec.seed, spec.max_seq_length) == ("org/set", "v1", None, 5, 64)
+    assert (spec.name, spec.revision, spec.embedded_rows, spec.seed, spec.max_seq_length) == (
+        "org/set",
+        "v1",
+        None,
+        5,
+        64,
+    )
 
 
 # --- sources --------------------------------------------------------------------------------------
+
 
 def test_source_kinds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -109,8 +135,18 @@ def test_source_kinds(tmp_path, monkeypatch):
     assert source_kind("squad") == "hub"
 
 
-@pytest.mark.parametrize("name", ["./missing", "missing.jsonl", "data/missing.csv", "~/missing-ftcompare-data",
-                                  "/no/such/data.parquet", "a/b/c", "folder/"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "./missing",
+        "missing.jsonl",
+        "data/missing.csv",
+        "~/missing-ftcompare-data",
+        "/no/such/data.parquet",
+        "a/b/c",
+        "folder/",
+    ],
+)
 def test_a_path_that_does_not_exist_is_named(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=rf"data.name = {name!r}: no such file or folder"):
@@ -195,14 +231,19 @@ def test_hub_style_folder_with_splits(tmp_path):
 def test_save_to_disk_folders(tmp_path):
     datasets.Dataset.from_dict({"text": TEXTS}).save_to_disk(str(tmp_path / "saved"))
     assert load_texts(make_spec(tmp_path / "saved")).texts == TEXTS
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS[:4]}),
-                          "test": datasets.Dataset.from_dict({"text": TEXTS[4:]})}).save_to_disk(str(tmp_path / "dd"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": TEXTS[:4]}),
+            "test": datasets.Dataset.from_dict({"text": TEXTS[4:]}),
+        }
+    ).save_to_disk(str(tmp_path / "dd"))
     assert load_texts(make_spec(tmp_path / "dd", split="test")).texts == TEXTS[4:]
     with pytest.raises(DataError, match=r"has no split 'dev' \(data.split\); its splits: train, test"):
         load_texts(make_spec(tmp_path / "dd", split="dev"))
 
 
 # --- the hub --------------------------------------------------------------------------------------
+
 
 def test_hub_id_goes_through_datasets_load_dataset(monkeypatch, tmp_path, tokenizer):
     calls = []
@@ -215,7 +256,12 @@ def test_hub_id_goes_through_datasets_load_dataset(monkeypatch, tmp_path, tokeni
     spec = make_spec("someone/some-set", revision="v1.0", split="train")
     card = prepare_data(spec, tokenizer, *outputs(tmp_path))
     assert calls == [("someone/some-set", {"revision": "v1.0", "split": "train"})]
-    assert (card["source"], card["name"], card["revision"], card["split"]) == ("hub", "someone/some-set", "v1.0", "train")
+    assert (card["source"], card["name"], card["revision"], card["split"]) == (
+        "hub",
+        "someone/some-set",
+        "v1.0",
+        "train",
+    )
 
 
 def test_hub_revision_is_the_resolved_commit_where_datasets_caches_it(monkeypatch, tmp_path):
@@ -223,7 +269,8 @@ def test_hub_revision_is_the_resolved_commit_where_datasets_caches_it(monkeypatc
     cache_dir = tmp_path / "cache" / "someone___some-set" / "default" / "0.0.0" / commit
     cache_dir.mkdir(parents=True)
     cached = datasets.Dataset.from_dict({"text": TEXTS}).map(
-        lambda row: row, cache_file_name=str(cache_dir / "some-set-train.arrow"))
+        lambda row: row, cache_file_name=str(cache_dir / "some-set-train.arrow")
+    )
     assert resolved_hub_revision(cached, None) == commit
     assert resolved_hub_revision(datasets.Dataset.from_dict({"text": TEXTS}), "main") == "main"
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: cached)
@@ -231,8 +278,12 @@ def test_hub_revision_is_the_resolved_commit_where_datasets_caches_it(monkeypatc
 
 
 def test_real_offline_hub_call_names_the_id_and_the_ways_out(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"),
-           "PYTHONPATH": str(REPO / "scripts")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "PYTHONPATH": str(REPO / "scripts"),
+    }
     code = textwrap.dedent("""
         from ftcompare.data import DataError, DataSpec, load_texts
         spec = DataSpec("nobody-ftcompare/made-up-data-set", None, "train", "text", 0.1, None, None, 1, 64)
@@ -244,16 +295,20 @@ def test_real_offline_hub_call_names_the_id_and_the_ways_out(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     message = result.stdout
-    assert message.startswith("DataError: data.name = 'nobody-ftcompare/made-up-data-set': could not load it "
-                               "from the Hugging Face hub")
+    assert message.startswith(
+        "DataError: data.name = 'nobody-ftcompare/made-up-data-set': could not load it from the Hugging Face hub"
+    )
     assert "the network or the hub cache was unreachable, or no data set has that id" in message
     assert "local file" in message and "`data.name: embedded`" in message
 
 
-@pytest.mark.parametrize("error", [
-    ConnectionError("Couldn't reach 'x/y' on the Hub (token hf_abcdefghijklmnopqrstu)"),
-    datasets.exceptions.DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub or cannot be accessed."),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionError("Couldn't reach 'x/y' on the Hub (token hf_abcdefghijklmnopqrstu)"),
+        datasets.exceptions.DatasetNotFoundError("Dataset 'x/y' doesn't exist on the Hub or cannot be accessed."),
+    ],
+)
 def test_hub_failures_are_data_errors_without_tokens(monkeypatch, error):
     def failing_load_dataset(*args, **kwargs):
         raise error
@@ -278,21 +333,30 @@ def test_hub_unknown_split(monkeypatch):
 
 # --- refusals -------------------------------------------------------------------------------------
 
+
 def test_data_error_is_an_ftcompare_error():
     assert issubclass(DataError, FtcompareError)
 
 
 def test_missing_text_column_lists_the_columns(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "answer": "b"}])
-    with pytest.raises(DataError, match=r"d.jsonl has no column 'text' \(data.text_column\); its columns: prompt, answer"):
+    with pytest.raises(
+        DataError, match=r"d.jsonl has no column 'text' \(data.text_column\); its columns: prompt, answer"
+    ):
         load_texts(make_spec(path))
     with pytest.raises(DataError, match=r"embedded data set has no column 'prompt'.*its columns: text"):
         load_texts(make_spec("embedded", text_column="prompt"))
 
 
-@pytest.mark.parametrize(("file_name", "content"), [
-    ("empty.jsonl", ""), ("empty.json", "[]"), ("header_only.csv", "text,id\n"), ("blank.csv", ""),
-])
+@pytest.mark.parametrize(
+    ("file_name", "content"),
+    [
+        ("empty.jsonl", ""),
+        ("empty.json", "[]"),
+        ("header_only.csv", "text,id\n"),
+        ("blank.csv", ""),
+    ],
+)
 def test_empty_data_set(tmp_path, file_name, content):
     path = tmp_path / file_name
     path.write_text(content, encoding="utf-8")
@@ -305,17 +369,25 @@ def test_empty_parquet_and_folder_data_sets(tmp_path):
     with pytest.raises(DataError, match="empty.parquet has no rows"):
         load_texts(make_spec(tmp_path / "empty.parquet"))
     (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match=r"folder: datasets.load_dataset could not load the folder: .*doesn't contain "
-                                        r"any data files"):
+    with pytest.raises(
+        DataError,
+        match=r"folder: datasets.load_dataset could not load the folder: .*doesn't contain "
+        r"any data files",
+    ):
         load_texts(make_spec(tmp_path / "folder"))
     (tmp_path / "folder" / "part.jsonl").write_text("")
     with pytest.raises(DataError, match=r"folder has no rows \(its data files are empty\)"):
         load_texts(make_spec(tmp_path / "folder"))
 
 
-@pytest.mark.parametrize(("value", "described"), [
-    (5, r"an int \(5\)"), (None, "null"), (["a", "list"], r"a list \(\['a', 'list'\]\)"),
-])
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        (5, r"an int \(5\)"),
+        (None, "null"),
+        (["a", "list"], r"a list \(\['a', 'list'\]\)"),
+    ],
+)
 def test_a_row_that_is_not_a_string(tmp_path, value, described):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "fine"}, {"text": "also fine"}, {"text": value}])
     with pytest.raises(DataError, match=rf"d.jsonl: row index 2: column 'text' holds {described}, not a string"):
@@ -338,13 +410,20 @@ def test_non_string_parquet_column(tmp_path):
         load_texts(make_spec(tmp_path / "ints.parquet"))
 
 
-@pytest.mark.parametrize(("file_name", "content", "reason"), [
-    ("bad.jsonl", '{"text": "ok"}\n{"text": oops}\n', r"bad.jsonl: line 2 is not valid JSON: Expecting value: line 1"),
-    ("bad.json", '[{"text": "ok"},', r"bad.json: not valid JSON: Expecting"),
-    ("quote.csv", 'text\n"never closed\n', r"quote.csv: not valid CSV: line \d+: unexpected end of data"),
-    ("wide.csv", "text,id\na,1\nb,2,3\n", r"wide.csv: not valid CSV: line 3 has 3 fields, the header has 2"),
-    ("garbage.parquet", "this is not parquet", r"garbage.parquet: not a readable Parquet file: Arrow"),
-])
+@pytest.mark.parametrize(
+    ("file_name", "content", "reason"),
+    [
+        (
+            "bad.jsonl",
+            '{"text": "ok"}\n{"text": oops}\n',
+            r"bad.jsonl: line 2 is not valid JSON: Expecting value: line 1",
+        ),
+        ("bad.json", '[{"text": "ok"},', r"bad.json: not valid JSON: Expecting"),
+        ("quote.csv", 'text\n"never closed\n', r"quote.csv: not valid CSV: line \d+: unexpected end of data"),
+        ("wide.csv", "text,id\na,1\nb,2,3\n", r"wide.csv: not valid CSV: line 3 has 3 fields, the header has 2"),
+        ("garbage.parquet", "this is not parquet", r"garbage.parquet: not a readable Parquet file: Arrow"),
+    ],
+)
 def test_a_file_that_does_not_parse(tmp_path, file_name, content, reason):
     path = tmp_path / file_name
     path.write_text(content, encoding="utf-8")
@@ -383,6 +462,7 @@ def test_check_text_rows_directly():
 
 # --- cleaning and splitting -----------------------------------------------------------------------
 
+
 def test_empty_rows_are_dropped_and_counted():
     assert drop_empty_rows(["a", "", "  \n\t", "b "]) == (["a", "b "], 2)
 
@@ -406,18 +486,23 @@ def test_split_is_deterministic_by_seed():
 
 def split_index_pin():
     import hashlib
+
     ranked = sorted(range(10), key=lambda i: hashlib.sha256(f"0:{i}".encode()).digest())
     return ranked[:2]
 
 
 @pytest.mark.parametrize(("n_rows", "fraction"), [(1, 0.5), (2, 0.9)])
 def test_too_few_rows_to_split(n_rows, fraction):
-    with pytest.raises(DataError, match=rf"{n_rows} rows? cannot be split into train and eval with "
-                                        rf"data.eval_fraction = {fraction}"):
+    with pytest.raises(
+        DataError,
+        match=rf"{n_rows} rows? cannot be split into train and eval with "
+        rf"data.eval_fraction = {fraction}",
+    ):
         split_texts(TEXTS[:n_rows], fraction, seed=1)
 
 
 # --- lengths and fingerprint ----------------------------------------------------------------------
+
 
 def test_token_lengths_and_stats(tokenizer):
     assert token_lengths(tokenizer, ["a b c", "<s>[INST] x [/INST] y </s>", "one"]) == [3, 6, 1]
@@ -435,12 +520,14 @@ def test_fingerprint_depends_on_content_order_and_split_boundary():
 
 # --- prepare_data: outputs and the card -----------------------------------------------------------
 
+
 def test_card_and_outputs_for_a_local_file(tmp_path, tokenizer):
     texts = TEXTS[:6] + ["   ", ""] + TEXTS[6:]
     source = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in texts])
     train_path, eval_path, card_path = outputs(tmp_path)
-    card = prepare_data(make_spec(source, eval_fraction=0.25, seed=3, max_seq_length=8), tokenizer,
-                        train_path, eval_path, card_path)
+    card = prepare_data(
+        make_spec(source, eval_fraction=0.25, seed=3, max_seq_length=8), tokenizer, train_path, eval_path, card_path
+    )
     train, evaluation = read_parquet_texts(train_path), read_parquet_texts(eval_path)
     assert (train, evaluation) == split_texts(TEXTS, 0.25, seed=3)
     assert json.loads(card_path.read_text(encoding="utf-8")) == card
@@ -460,16 +547,31 @@ def test_card_and_outputs_for_a_local_file(tmp_path, tokenizer):
 
 
 def test_card_for_the_embedded_source(tmp_path, tokenizer):
-    card = prepare_data(make_spec("embedded", embedded_rows=40, eval_fraction=0.1, max_seq_length=2048),
-                        tokenizer, *outputs(tmp_path))
+    card = prepare_data(
+        make_spec("embedded", embedded_rows=40, eval_fraction=0.1, max_seq_length=2048), tokenizer, *outputs(tmp_path)
+    )
     assert card["source"] == "embedded" and card["revision"] is None
     assert card["python_version"] == ".".join(map(str, sys.version_info[:3]))
     assert card["embedded_rows"] == 40
     assert card["rows"] == {"loaded": 40, "dropped_empty": 0, "dropped_over_max_rows": 0, "train": 36, "eval": 4}
     assert card["truncated_rows"] == {"train": 0, "eval": 0}
-    assert set(card) == {"source", "name", "revision", "split", "text_column", "python_version", "embedded_rows",
-                         "seed", "eval_fraction", "max_rows", "fingerprint", "rows", "max_seq_length",
-                         "token_length", "truncated_rows"}
+    assert set(card) == {
+        "source",
+        "name",
+        "revision",
+        "split",
+        "text_column",
+        "python_version",
+        "embedded_rows",
+        "seed",
+        "eval_fraction",
+        "max_rows",
+        "fingerprint",
+        "rows",
+        "max_seq_length",
+        "token_length",
+        "truncated_rows",
+    }
     assert set(card["token_length"]["train"]) == {"min", "mean", "median", "p95", "max"}
 
 
@@ -479,7 +581,9 @@ def test_same_spec_same_outputs_other_eval_fraction_other_fingerprint(tmp_path, 
     again = prepare_data(spec, tokenizer, *outputs(tmp_path / "b"))
     assert first == again
     assert outputs(tmp_path / "a")[0].read_bytes() == outputs(tmp_path / "b")[0].read_bytes()
-    other = prepare_data(make_spec("embedded", embedded_rows=30, eval_fraction=0.5), tokenizer, *outputs(tmp_path / "c"))
+    other = prepare_data(
+        make_spec("embedded", embedded_rows=30, eval_fraction=0.5), tokenizer, *outputs(tmp_path / "c")
+    )
     assert other["fingerprint"] != first["fingerprint"]
 
 
@@ -544,13 +648,24 @@ runpy.run_path(args["script"], init_globals={{"snakemake": smk}}, run_name="__ma
 
 def run_entry_script(tmp_path, model_dir, data_section):
     paths = outputs(tmp_path)
-    args = {"model": str(model_dir), "data": data_section, "train": str(paths[0]), "eval": str(paths[1]),
-            "card": str(paths[2]), "log": str(tmp_path / "prepare_data.log"),
-            "script": str(REPO / "scripts" / "prepare_data.py")}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"),
-           "PYTHONPATH": str(REPO / "scripts")}
-    result = subprocess.run([sys.executable, "-c", RUN_ENTRY_SCRIPT.format(args=args)], env=env,
-                            capture_output=True, text=True, timeout=180)
+    args = {
+        "model": str(model_dir),
+        "data": data_section,
+        "train": str(paths[0]),
+        "eval": str(paths[1]),
+        "card": str(paths[2]),
+        "log": str(tmp_path / "prepare_data.log"),
+        "script": str(REPO / "scripts" / "prepare_data.py"),
+    }
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "PYTHONPATH": str(REPO / "scripts"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_ENTRY_SCRIPT.format(args=args)], env=env, capture_output=True, text=True, timeout=180
+    )
     return result, paths, (tmp_path / "prepare_data.log").read_text(encoding="utf-8")
 
 
@@ -558,8 +673,14 @@ def test_entry_script_writes_the_outputs_and_logs_the_counts(tmp_path, tokenizer
     model_dir = tmp_path / "base_model"
     tokenizer.save_pretrained(model_dir)
     source = write_jsonl(tmp_path / "d.jsonl", [{"text": t} for t in TEXTS])
-    section = {"name": str(source), "revision": None, "split": "train", "text_column": "text",
-               "eval_fraction": 0.25, "max_rows": None}
+    section = {
+        "name": str(source),
+        "revision": None,
+        "split": "train",
+        "text_column": "text",
+        "eval_fraction": 0.25,
+        "max_rows": None,
+    }
     result, paths, log = run_entry_script(tmp_path, model_dir, section)
     assert result.returncode == 0, result.stderr + log
     card = json.loads(paths[2].read_text(encoding="utf-8"))
@@ -571,8 +692,14 @@ def test_entry_script_writes_the_outputs_and_logs_the_counts(tmp_path, tokenizer
 def test_entry_script_fails_with_one_clear_line(tmp_path, tokenizer):
     model_dir = tmp_path / "base_model"
     tokenizer.save_pretrained(model_dir)
-    section = {"name": "./no-such-data.jsonl", "revision": None, "split": "train", "text_column": "text",
-               "eval_fraction": 0.25, "max_rows": None}
+    section = {
+        "name": "./no-such-data.jsonl",
+        "revision": None,
+        "split": "train",
+        "text_column": "text",
+        "eval_fraction": 0.25,
+        "max_rows": None,
+    }
     result, paths, log = run_entry_script(tmp_path, model_dir, section)
     assert result.returncode == 1
     assert "ftcompare: rule prepare_data: data.name = './no-such-data.jsonl': no such file or folder" in result.stderr

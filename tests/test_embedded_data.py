@@ -50,8 +50,9 @@ def test_format_matches_the_blog_data_set():
 
 def test_questions_come_from_the_templates_and_name_a_documented_object(rows_2000):
     names = {name for _, name, _ in documented_entries()}
-    templates = [re.escape(t).replace(re.escape("{name}"), "(?P<name>[^`]+)")
-                 for ts in QUESTIONS_BY_KIND.values() for t in ts]
+    templates = [
+        re.escape(t).replace(re.escape("{name}"), "(?P<name>[^`]+)") for ts in QUESTIONS_BY_KIND.values() for t in ts
+    ]
     for row in rows_2000[:300]:
         question, _ = parse(row)
         match = next((m for t in templates if (m := re.fullmatch(t, question))), None)
@@ -124,16 +125,28 @@ def test_module_list_is_sorted_unique_and_importable():
         importlib.import_module(name)
 
 
-@pytest.mark.parametrize(("doc", "expected"), [
-    ("Return the thing.\n\n    More about the thing.\n", "Return the thing. More about the thing."),
-    ("Split the text into\n    lines of at most width characters.", "Split the text into lines of at most width characters."),
-    ("frob(x, y) -> int\n\nCombine x and y into one number.", "Combine x and y into one number."),
-    ("Parse the data and return it.\n\n>>> parse('a')\n'a'\n", "Parse the data and return it."),
-    ("Count the items in a list of things. Example:\n>>> count([1])\n1", "Count the items in a list of things."),
-    ("Describe all the attributes here.\nname      the name of it\nsize      its size", "Describe all the attributes here."),
-    ("Frobnicate the widget very thoroughly.\n\nParameters\n----------\nx : int", "Frobnicate the widget very thoroughly."),
-    ("Frobnicate the widget very thoroughly.\n\nwidget\n  The widget.", "Frobnicate the widget very thoroughly."),
-])
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ("Return the thing.\n\n    More about the thing.\n", "Return the thing. More about the thing."),
+        (
+            "Split the text into\n    lines of at most width characters.",
+            "Split the text into lines of at most width characters.",
+        ),
+        ("frob(x, y) -> int\n\nCombine x and y into one number.", "Combine x and y into one number."),
+        ("Parse the data and return it.\n\n>>> parse('a')\n'a'\n", "Parse the data and return it."),
+        ("Count the items in a list of things. Example:\n>>> count([1])\n1", "Count the items in a list of things."),
+        (
+            "Describe all the attributes here.\nname      the name of it\nsize      its size",
+            "Describe all the attributes here.",
+        ),
+        (
+            "Frobnicate the widget very thoroughly.\n\nParameters\n----------\nx : int",
+            "Frobnicate the widget very thoroughly.",
+        ),
+        ("Frobnicate the widget very thoroughly.\n\nwidget\n  The widget.", "Frobnicate the widget very thoroughly."),
+    ],
+)
 def test_clean_docstring_keeps_the_prose(doc, expected):
     assert clean_docstring(doc, "frob") == expected
 

@@ -21,14 +21,37 @@ from ftcompare.embedded_model import (
 from ftcompare.errors import FtcompareError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "config.schema.yaml"
-SMALL = EmbeddedModelSpec(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                          pretrain_steps=20, pretrain_batch_size=8, pretrain_seq_length=32,
-                          pretrain_learning_rate=1e-2, seed=7)
+SMALL = EmbeddedModelSpec(
+    vocab_size=384,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    pretrain_steps=20,
+    pretrain_batch_size=8,
+    pretrain_seq_length=32,
+    pretrain_learning_rate=1e-2,
+    seed=7,
+)
 CHAT = "<s>[INST] What does os.path.join do? [/INST] It joins path parts: é, ☃, \ttabs\nand lines. </s>"
-CARD_KEYS = {"source", "name", "model_type", "parameter_count", "dtype", "vocab_size", "spec", "pretraining_text",
-             "pretrain_steps", "pretrain_loss_first", "pretrain_loss_last", "pretrain_seconds", "build_seconds",
-             "pretrain_loss_curve"}
+CARD_KEYS = {
+    "source",
+    "name",
+    "model_type",
+    "parameter_count",
+    "dtype",
+    "vocab_size",
+    "spec",
+    "pretraining_text",
+    "pretrain_steps",
+    "pretrain_loss_first",
+    "pretrain_loss_last",
+    "pretrain_seconds",
+    "build_seconds",
+    "pretrain_loss_curve",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +84,13 @@ def test_pretraining_texts_are_fixed_plain_prose(texts):
 def test_tokenizer_special_tokens_match_llama2(tokenizer):
     assert isinstance(tokenizer, transformers.PreTrainedTokenizerFast)
     assert len(tokenizer) == 320
-    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) == \
-        ("<s>", "</s>", "<pad>", "<unk>")
-    assert len({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                tokenizer.unk_token_id}) == 4
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token, tokenizer.unk_token) == (
+        "<s>",
+        "</s>",
+        "<pad>",
+        "<unk>",
+    )
+    assert len({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}) == 4
     ids = tokenizer(CHAT)["input_ids"]
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
     assert ids.count(tokenizer.bos_token_id) == 1, "no bos is added on top of the text's own <s>"
@@ -85,8 +111,12 @@ def test_tokenizer_saves_and_loads_identically(tokenizer, tmp_path):
     loaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert loaded(CHAT)["input_ids"] == tokenizer(CHAT)["input_ids"]
     assert loaded.get_vocab() == tokenizer.get_vocab()
-    assert (loaded.bos_token_id, loaded.eos_token_id, loaded.pad_token_id, loaded.unk_token_id) == \
-        (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id)
+    assert (loaded.bos_token_id, loaded.eos_token_id, loaded.pad_token_id, loaded.unk_token_id) == (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.unk_token_id,
+    )
     assert loaded.padding_side == "right"
     batch = loaded(["<s>short", "<s>a longer line of text"], padding=True)
     assert batch["input_ids"][0][-1] == loaded.pad_token_id
@@ -115,15 +145,24 @@ def test_spec_from_config():
 def test_build_writes_a_loadable_llama_folder(built):
     out_dir, card, _ = built
     names = {path.name for path in out_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", CARD_NAME} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        CARD_NAME,
+    } <= names
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".")], "temporary folder left behind"
     model = transformers.AutoModelForCausalLM.from_pretrained(out_dir)
     tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
     assert isinstance(model, transformers.LlamaForCausalLM)
     assert model.config.tie_word_embeddings is False
-    assert (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id) == \
-        (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert (model.config.bos_token_id, model.config.eos_token_id, model.config.pad_token_id) == (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     assert model.config.vocab_size == len(tokenizer) == SMALL.vocab_size
     assert model.generation_config.do_sample is False
     assert tokenizer.model_max_length == SMALL.max_position_embeddings

@@ -41,7 +41,9 @@ def test_every_env_pin_equals_the_requirements_pin():
         assert "python=3.11" in env["dependencies"]
         for name, spec in pins.items():
             assert name in requirements, f"{path.name}: {name} is not in requirements.txt"
-            assert spec == requirements[name], f"{path.name}: {name}{spec} but requirements.txt has {requirements[name]}"
+            assert spec == requirements[name], (
+                f"{path.name}: {name}{spec} but requirements.txt has {requirements[name]}"
+            )
         covered |= set(pins)
     # snakemake runs the jobs; it is not needed inside their environments.
     assert set(requirements) - covered == {"snakemake"}

@@ -6,8 +6,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import (PackedRowsCollator, WithoutPaddingMask, is_right_padded, packed_layout,
-                                 resolve_bf16, resolve_torch_compile, training_options)
+from ftcompare.fast_path import (
+    PackedRowsCollator,
+    WithoutPaddingMask,
+    is_right_padded,
+    packed_layout,
+    resolve_bf16,
+    resolve_torch_compile,
+    training_options,
+)
 
 PAD = 0
 
@@ -16,25 +23,44 @@ PAD = 0
 def tiny_llama(request):
     torch.manual_seed(0)
     # Large initial weights, so that attention moves the loss visibly and a leak across boundaries shows.
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         pad_token_id=PAD, initializer_range=0.5, attn_implementation=request.param)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        initializer_range=0.5,
+        attn_implementation=request.param,
+    )
     return LlamaForCausalLM(config).train()  # train(): the mode SFTTrainer runs it in (dropout is 0 here)
 
 
 SEQUENCES = [[5, 9, 13, 2, 7], [11, 3, 8], [4, 6, 10, 12], [15, 14], [21, 22, 23, 24, 25, 26]]
 # Two bins per batch, as TRL's best-fit-decreasing packing would hand them over.
-BINS = [{"input_ids": SEQUENCES[0] + SEQUENCES[1] + SEQUENCES[3], "seq_lengths": [5, 3, 2]},
-        {"input_ids": SEQUENCES[2] + SEQUENCES[4], "seq_lengths": [4, 6]}]
+BINS = [
+    {"input_ids": SEQUENCES[0] + SEQUENCES[1] + SEQUENCES[3], "seq_lengths": [5, 3, 2]},
+    {"input_ids": SEQUENCES[2] + SEQUENCES[4], "seq_lengths": [4, 6]},
+]
 
 
 def summed_loss(model, batch) -> torch.Tensor:
     """Summed next-token cross-entropy over the labelled positions, as SFTTrainer's forward is called."""
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch.get("position_ids"),
-                       attention_mask=batch.get("attention_mask"), use_cache=False).logits
-    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
-                                             batch["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+        logits = model(
+            input_ids=batch["input_ids"],
+            position_ids=batch.get("position_ids"),
+            attention_mask=batch.get("attention_mask"),
+            use_cache=False,
+        ).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)),
+        batch["labels"][:, 1:].reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
 
 
 def each_sequence_alone(model) -> torch.Tensor:
@@ -85,6 +111,7 @@ def test_bf16_auto_means_a_gpu_with_bf16():
 
 def test_torch_compile_auto_needs_the_compiler_inductor_runs(monkeypatch, tmp_path):
     import importlib.util
+
     compiler = tmp_path / "my-c++"
     compiler.write_text("#!/bin/sh\n")
     compiler.chmod(0o755)
@@ -108,6 +135,7 @@ def test_torch_compile_auto_needs_the_compiler_inductor_runs(monkeypatch, tmp_pa
 
 def test_options_report_what_was_on(default_config, blog_config):
     from ftcompare.config import run_settings
+
     blog = training_options(run_settings(blog_config, "lora")["training"], "cpu")
     assert blog["packing"] is False and blog["bf16"] is False and blog["optim"] == "paged_adamw_32bit"
     assert blog["packed_layout"] is None
@@ -128,8 +156,9 @@ def word_tokenizer():
     words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(60)]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -143,16 +172,35 @@ def test_full_logits_loss_is_trls_chunked_loss(word_tokenizer, default_config, t
     from ftcompare.training import build_sft_config
 
     generator = torch.Generator().manual_seed(1)
-    texts = ["<s> " + " ".join(f"w{int(i)}" for i in torch.randint(0, 60, (int(n),), generator=generator)) + " </s>"
-             for n in torch.randint(3, 20, (12,), generator=generator)]
-    training = {**run_settings(default_config, "full")["training"], "max_seq_length": 48, "packing": packing,
-                "report_to": []}
+    texts = [
+        "<s> " + " ".join(f"w{int(i)}" for i in torch.randint(0, 60, (int(n),), generator=generator)) + " </s>"
+        for n in torch.randint(3, 20, (12,), generator=generator)
+    ]
+    training = {
+        **run_settings(default_config, "full")["training"],
+        "max_seq_length": 48,
+        "packing": packing,
+        "report_to": [],
+    }
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
-                                         initializer_range=0.5))
-    trainer = SFTTrainer(model=model, args=build_sft_config(training, 0, tmp_path, "cpu"),
-                         train_dataset=datasets.Dataset.from_dict({"text": texts}), processing_class=word_tokenizer)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            initializer_range=0.5,
+        )
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=build_sft_config(training, 0, tmp_path, "cpu"),
+        train_dataset=datasets.Dataset.from_dict({"text": texts}),
+        processing_class=word_tokenizer,
+    )
     collate = training_collator(trainer, training)
     batch = collate([trainer.train_dataset[i] for i in range(min(4, len(trainer.train_dataset)))])
     assert ("seq_lengths" in trainer.train_dataset.column_names) == packing
@@ -199,8 +247,11 @@ def test_a_left_padded_batch_keeps_its_mask(tiny_llama):
     """Without it, the real tokens would attend to the padding before them, and the loss would change."""
     input_ids = torch.tensor([[PAD, PAD, 5, 9, 13], [11, 3, 8, 2, 7]])
     attention_mask = (input_ids != PAD).long()
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-             "labels": input_ids.masked_fill(attention_mask == 0, -100)}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": input_ids.masked_fill(attention_mask == 0, -100),
+    }
     assert not is_right_padded(attention_mask)
     assert torch.equal(WithoutPaddingMask(lambda features: dict(batch))([])["attention_mask"], attention_mask)
     with torch.no_grad():

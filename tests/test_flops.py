@@ -7,9 +7,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftcompare.flops import ModelShape, mfu, shape_of, training_flops, training_flops_per_token
 
-LLAMA_2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                  tie_word_embeddings=False)
+LLAMA_2_7B = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
 EMBEDDING = 32000 * 4096
 ALL_PARAMS = 6_738_415_616  # the blog's "Full fine-tune: 6,738,415,616 trainable"
 
@@ -22,8 +29,7 @@ def llama_2_7b():
 
 def test_shape_counts_every_matmul_weight_but_the_input_embedding(llama_2_7b):
     shape = shape_of(llama_2_7b)
-    assert shape == ModelShape(matmul_params=ALL_PARAMS - EMBEDDING, num_layers=32, hidden_size=4096,
-                               adapter_params=0)
+    assert shape == ModelShape(matmul_params=ALL_PARAMS - EMBEDDING, num_layers=32, hidden_size=4096, adapter_params=0)
 
 
 def test_lora_shape_keeps_the_base_and_counts_the_adapter(llama_2_7b):

@@ -1,14 +1,19 @@
 """Generation: prompt format, prompt file checks, batched greedy decoding with left padding."""
 
 import pytest
+from tiny_llama import tiny_llama, word_tokenizer
 
 from ftcompare.errors import FtcompareError
 from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs, load_prompts
 
-from tiny_llama import tiny_llama, word_tokenizer
-
-SETTINGS = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 4,
-            "merge_lora": True}
+SETTINGS = {
+    "max_new_tokens": 6,
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "batch_size": 4,
+    "merge_lora": True,
+}
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,21 @@ DATA_OUTPUTS = ["results/data/train.parquet", "results/data/eval.parquet", "resu
 TINY = {
     "seed": 3,
     "device": "cpu",
-    "base_model": {"name": "embedded", "embedded": {
-        "vocab_size": 300, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": 64,
-        "pretrain_steps": 1, "pretrain_batch_size": 2, "pretrain_seq_length": 16}},
+    "base_model": {
+        "name": "embedded",
+        "embedded": {
+            "vocab_size": 300,
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 64,
+            "pretrain_steps": 1,
+            "pretrain_batch_size": 2,
+            "pretrain_seq_length": 16,
+        },
+    },
 }
 
 
@@ -38,41 +49,80 @@ TINY = {
 
 # (id, overrides of config/config.yaml, the lines the message must hold)
 BAD_CONFIGS = [
-    ("unknown top-level key", {"learning_rate": 1e-4},
-     ["unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, report"]),
-    ("unknown nested key", {"training": {"lerning_rate": 1e-4}},
-     ["unknown key `training.lerning_rate` (did you mean learning_rate?); allowed here: "]),
+    (
+        "unknown top-level key",
+        {"learning_rate": 1e-4},
+        ["unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, report"],
+    ),
+    (
+        "unknown nested key",
+        {"training": {"lerning_rate": 1e-4}},
+        ["unknown key `training.lerning_rate` (did you mean learning_rate?); allowed here: "],
+    ),
     ("a token in the config", {"hf_token": FAKE_TOKEN}, ["unknown key `hf_token`; allowed here:"]),
-    ("learning rate of the wrong type", {"training": {"learning_rate": "fast"}},
-     ["`training.learning_rate` = 'fast': must be of type number"]),
+    (
+        "learning rate of the wrong type",
+        {"training": {"learning_rate": "fast"}},
+        ["`training.learning_rate` = 'fast': must be of type number"],
+    ),
     ("learning rate 0", {"training": {"learning_rate": 0}}, ["`training.learning_rate` = 0: must be > 0"]),
-    ("negative learning rate in a run", {"runs": {"lora": {"method": "lora", "training": {"learning_rate": -1e-4}}}},
-     ["`runs.lora.training.learning_rate` = -0.0001: must be > 0"]),
+    (
+        "negative learning rate in a run",
+        {"runs": {"lora": {"method": "lora", "training": {"learning_rate": -1e-4}}}},
+        ["`runs.lora.training.learning_rate` = -0.0001: must be > 0"],
+    ),
     ("LoRA r 0", {"lora": {"r": 0}}, ["`lora.r` = 0: must be >= 1"]),
-    ("LoRA r not an integer in a run", {"runs": {"lora": {"method": "lora", "lora": {"r": 0.5}}}},
-     ["`runs.lora.lora.r` = 0.5: must be of type integer"]),
+    (
+        "LoRA r not an integer in a run",
+        {"runs": {"lora": {"method": "lora", "lora": {"r": 0.5}}}},
+        ["`runs.lora.lora.r` = 0.5: must be of type integer"],
+    ),
     ("dropout 1", {"lora": {"lora_dropout": 1.0}}, ["`lora.lora_dropout` = 1.0: must be < 1"]),
     ("negative dropout", {"lora": {"lora_dropout": -0.1}}, ["`lora.lora_dropout` = -0.1: must be >= 0"]),
-    ("batch size 0", {"training": {"per_device_train_batch_size": 0}},
-     ["`training.per_device_train_batch_size` = 0: must be >= 1"]),
-    ("unknown method", {"runs": {"qlora": {"method": "qlora"}}},
-     ["`runs.qlora.method` = 'qlora': allowed values are lora, full"]),
-    ("run without a method", {"runs": {"small": {"lora": {"r": 4}}}},
-     ["`runs.small`: missing key `method` (lora or full)"]),
-    ("unknown telemetry backend", {"telemetry": {"backend": "rocm-smi"}},
-     ["`telemetry.backend` = 'rocm-smi': allowed values are auto, amdsmi, nvml, torch, cpu, none"]),
-    ("missing prompts file", {"generation": {"prompts": "config/no-such-prompts.yaml"}},
-     ["generation.prompts = 'config/no-such-prompts.yaml': no such file"]),
-    ("run name that climbs out of results", {"runs": {"../../etc": {"method": "lora"}}},
-     ["run name '../../etc' is not allowed: use letters, digits, '_', '.', '-'"]),
+    (
+        "batch size 0",
+        {"training": {"per_device_train_batch_size": 0}},
+        ["`training.per_device_train_batch_size` = 0: must be >= 1"],
+    ),
+    (
+        "unknown method",
+        {"runs": {"qlora": {"method": "qlora"}}},
+        ["`runs.qlora.method` = 'qlora': allowed values are lora, full"],
+    ),
+    (
+        "run without a method",
+        {"runs": {"small": {"lora": {"r": 4}}}},
+        ["`runs.small`: missing key `method` (lora or full)"],
+    ),
+    (
+        "unknown telemetry backend",
+        {"telemetry": {"backend": "rocm-smi"}},
+        ["`telemetry.backend` = 'rocm-smi': allowed values are auto, amdsmi, nvml, torch, cpu, none"],
+    ),
+    (
+        "missing prompts file",
+        {"generation": {"prompts": "config/no-such-prompts.yaml"}},
+        ["generation.prompts = 'config/no-such-prompts.yaml': no such file"],
+    ),
+    (
+        "run name that climbs out of results",
+        {"runs": {"../../etc": {"method": "lora"}}},
+        ["run name '../../etc' is not allowed: use letters, digits, '_', '.', '-'"],
+    ),
     ("run name with a slash", {"runs": {"lora/r8": {"method": "lora"}}}, ["run name 'lora/r8' is not allowed"]),
     ("run named base", {"runs": {"base": {"method": "full"}}}, ["run name 'base' is not allowed", "not 'base'"]),
     ("unknown device", {"device": "tpu"}, ["`device` = 'tpu': allowed values are auto, cpu, cuda"]),
     ("eval fraction over 1", {"data": {"eval_fraction": 1.5}}, ["`data.eval_fraction` = 1.5: must be < 1"]),
-    ("fp16 and bf16 together", {"training": {"fp16": True, "bf16": True}},
-     ["runs.lora: training.fp16 and training.bf16 are both true; choose one"]),
-    ("two problems at once", {"lora": {"r": 0}, "seed": -1},
-     ["invalid config (2 problems):", "`lora.r` = 0: must be >= 1", "`seed` = -1: must be >= 0"]),
+    (
+        "fp16 and bf16 together",
+        {"training": {"fp16": True, "bf16": True}},
+        ["runs.lora: training.fp16 and training.bf16 are both true; choose one"],
+    ),
+    (
+        "two problems at once",
+        {"lora": {"r": 0}, "seed": -1},
+        ["invalid config (2 problems):", "`lora.r` = 0: must be >= 1", "`seed` = -1: must be >= 0"],
+    ),
 ]
 
 
@@ -80,25 +130,49 @@ BAD_CONFIGS = [
 
 # (id, file under input/ that data.name points to, its bytes, what the message must hold)
 BAD_DATA = [
-    ("missing text column", "qa.jsonl", b'{"prompt": "a", "answer": "b"}\n{"prompt": "c", "answer": "d"}\n',
-     "input/qa.jsonl has no column 'text' (data.text_column); its columns: prompt, answer"),
+    (
+        "missing text column",
+        "qa.jsonl",
+        b'{"prompt": "a", "answer": "b"}\n{"prompt": "c", "answer": "d"}\n',
+        "input/qa.jsonl has no column 'text' (data.text_column); its columns: prompt, answer",
+    ),
     ("empty file", "empty.jsonl", b"", "input/empty.jsonl has no rows"),
-    ("a row that is not text", "mixed.json", b'[{"text": "fine"}, {"text": 42}, {"text": "fine"}]',
-     "input/mixed.json: row index 1: column 'text' holds an int (42), not a string"),
-    ("JSON that does not parse", "broken.json", b'[{"text": "a"}, {"text": "b"',
-     "input/broken.json: not valid JSON: "),
-    ("invalid UTF-8", "latin1.csv", "text\nfine\ncaf\u00e9 au lait\n".encode("latin-1"),
-     "input/latin1.csv: not valid UTF-8 (byte 0xe9 at offset 13: invalid continuation byte); save it as UTF-8"),
-    ("CSV row with more fields than the header", "extra.csv", b'text,label\n"a",1\n"b",2,3\n',
-     "input/extra.csv: not valid CSV: line 3 has 3 fields, the header has 2"),
-    ("not a Parquet file", "fake.parquet", b"PAR1 this is not parquet",
-     "input/fake.parquet: not a readable Parquet file: "),
-    ("no row survives", "blank.jsonl", b'{"text": "  "}\n{"text": "\\n"}\n{"text": ""}\n',
-     "data.name = 'input/blank.jsonl': every one of its 3 rows is empty or whitespace"),
+    (
+        "a row that is not text",
+        "mixed.json",
+        b'[{"text": "fine"}, {"text": 42}, {"text": "fine"}]',
+        "input/mixed.json: row index 1: column 'text' holds an int (42), not a string",
+    ),
+    ("JSON that does not parse", "broken.json", b'[{"text": "a"}, {"text": "b"', "input/broken.json: not valid JSON: "),
+    (
+        "invalid UTF-8",
+        "latin1.csv",
+        "text\nfine\ncaf\u00e9 au lait\n".encode("latin-1"),
+        "input/latin1.csv: not valid UTF-8 (byte 0xe9 at offset 13: invalid continuation byte); save it as UTF-8",
+    ),
+    (
+        "CSV row with more fields than the header",
+        "extra.csv",
+        b'text,label\n"a",1\n"b",2,3\n',
+        "input/extra.csv: not valid CSV: line 3 has 3 fields, the header has 2",
+    ),
+    (
+        "not a Parquet file",
+        "fake.parquet",
+        b"PAR1 this is not parquet",
+        "input/fake.parquet: not a readable Parquet file: ",
+    ),
+    (
+        "no row survives",
+        "blank.jsonl",
+        b'{"text": "  "}\n{"text": "\\n"}\n{"text": ""}\n',
+        "data.name = 'input/blank.jsonl': every one of its 3 rows is empty or whitespace",
+    ),
 ]
 
 
 # --- running them ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):

@@ -14,11 +14,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from tiny_llama import tiny_llama, word_tokenizer
 from transformers import LlamaForCausalLM, TrainerState
 
+from conftest import REPO
 from ftcompare import devices
-from ftcompare.checkpoints import (FINISHED_FILE, changed_keys, checkpoint_step, is_complete, mark_finished,
-                                   prepare_checkpoint_dir)
+from ftcompare.checkpoints import (
+    FINISHED_FILE,
+    changed_keys,
+    checkpoint_step,
+    is_complete,
+    mark_finished,
+    prepare_checkpoint_dir,
+)
 from ftcompare.config import run_settings, validate_config
 from ftcompare.data_order import EpochSeededLengthGroupedSampler, SeededSFTTrainer
 from ftcompare.errors import FtcompareError
@@ -26,12 +34,8 @@ from ftcompare.fast_path import resolve_torch_compile
 from ftcompare.generation import generate_outputs
 from ftcompare.training import ProgressRecorder, RunPaths, TokenCountingCollator, train_run
 
-from conftest import REPO
-from tiny_llama import tiny_llama, word_tokenizer
-
-
-
 # --- the data order --------------------------------------------------------------------------------
+
 
 def test_the_length_grouped_order_depends_only_on_seed_and_epoch():
     lengths = [(7 * i) % 23 + 1 for i in range(64)]
@@ -66,15 +70,33 @@ def tiny_run(tmp_path_factory):
 
 
 def settings_for(method="lora", **training):
-    config = validate_config({"seed": 5, "training": {"max_steps": 4, "per_device_train_batch_size": 2,
-                                                      "logging_steps": 1, "save_steps": 10, "max_seq_length": 16,
-                                                      "report_to": [], **training}}, search_dirs=[REPO])
+    config = validate_config(
+        {
+            "seed": 5,
+            "training": {
+                "max_steps": 4,
+                "per_device_train_batch_size": 2,
+                "logging_steps": 1,
+                "save_steps": 10,
+                "max_seq_length": 16,
+                "report_to": [],
+                **training,
+            },
+        },
+        search_dirs=[REPO],
+    )
     return run_settings(config, method)
 
 
 def run_paths(root: Path, out: Path) -> RunPaths:
-    return RunPaths(train_data=root / "train.parquet", eval_data=root / "eval.parquet", base_model=root / "base",
-                    model_out=out / "model", tensorboard=out / "tensorboard", checkpoints=out / "checkpoints")
+    return RunPaths(
+        train_data=root / "train.parquet",
+        eval_data=root / "eval.parquet",
+        base_model=root / "base",
+        model_out=out / "model",
+        tensorboard=out / "tensorboard",
+        checkpoints=out / "checkpoints",
+    )
 
 
 class FakeTelemetry:
@@ -85,14 +107,18 @@ class FakeTelemetry:
 @pytest.mark.slow
 def test_the_trainer_shuffles_with_the_seeded_sampler_each_epoch(tiny_run, tmp_path):
     import datasets
-    from ftcompare.training import build_sft_config
     from transformers import AutoTokenizer
+
+    from ftcompare.training import build_sft_config
 
     settings = settings_for()
     args = build_sft_config(settings["training"], settings["seed"], tmp_path, "cpu")
-    trainer = SeededSFTTrainer(model=LlamaForCausalLM.from_pretrained(tiny_run / "base"), args=args,
-                               train_dataset=datasets.Dataset.from_parquet(str(tiny_run / "train.parquet")),
-                               processing_class=AutoTokenizer.from_pretrained(tiny_run / "base"))
+    trainer = SeededSFTTrainer(
+        model=LlamaForCausalLM.from_pretrained(tiny_run / "base"),
+        args=args,
+        train_dataset=datasets.Dataset.from_parquet(str(tiny_run / "train.parquet")),
+        processing_class=AutoTokenizer.from_pretrained(tiny_run / "base"),
+    )
     loader = trainer.get_train_dataloader()
     sampler = loader.batch_sampler.sampler
     assert isinstance(sampler, EpochSeededLengthGroupedSampler) and sampler.seed == settings["seed"]
@@ -102,13 +128,16 @@ def test_the_trainer_shuffles_with_the_seeded_sampler_each_epoch(tiny_run, tmp_p
 
 # --- elapsed time across a resume ------------------------------------------------------------------
 
+
 def test_elapsed_time_continues_from_the_checkpoint():
     recorder = ProgressRecorder(TokenCountingCollator(lambda features: features))
     fresh = TrainerState(stateful_callbacks=[recorder])
     assert fresh.stateful_callbacks["ProgressRecorder"] == {"args": {}, "attributes": {"elapsed_s": 0.0}}
 
-    resumed = TrainerState(stateful_callbacks={"ProgressRecorder": {"args": {}, "attributes": {"elapsed_s": 81.5}}},
-                           log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}])
+    resumed = TrainerState(
+        stateful_callbacks={"ProgressRecorder": {"args": {}, "attributes": {"elapsed_s": 81.5}}},
+        log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}],
+    )
     recorder.on_train_begin(None, resumed, None)
     try:
         assert recorder.elapsed_offset == 81.5
@@ -125,6 +154,7 @@ def test_elapsed_time_continues_from_the_checkpoint():
 
 
 # --- which checkpoint a rerun uses -----------------------------------------------------------------
+
 
 def make_checkpoint(folder: Path, step: int, complete: bool = True) -> Path:
     path = folder / f"checkpoint-{step}"
@@ -153,8 +183,10 @@ def test_the_log_names_what_changed_and_what_cannot_be_known(tmp_path, caplog):
     after = {"settings": {"training": {"learning_rate": 2e-4, "max_steps": 10}, "lora": {"r": 8}}, "data": "y"}
     with caplog.at_level(logging.WARNING):
         assert prepare_checkpoint_dir(folder, after) is None
-    assert f"not resuming from the checkpoints in {folder}: they were made with different data, " \
-           "settings.training.learning_rate; training starts over from step 0" in caplog.text
+    assert (
+        f"not resuming from the checkpoints in {folder}: they were made with different data, "
+        "settings.training.learning_rate; training starts over from step 0" in caplog.text
+    )
 
     make_checkpoint(folder, 5)
     (folder / "ftcompare_fingerprint.json").unlink()
@@ -184,6 +216,7 @@ def test_a_half_written_checkpoint_is_removed_and_the_one_before_used(tmp_path, 
 
 # --- SIGTERM and out-of-memory in a real run -------------------------------------------------------
 
+
 @pytest.fixture
 def sigterm_at_step_2(monkeypatch):
     """Send this process SIGTERM at the end of step 2, as SLURM would before a kill."""
@@ -198,8 +231,10 @@ def sigterm_at_step_2(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not resolve_torch_compile("auto", "cpu")[0],
-                    reason="inductor needs a C++ compiler on the CPU: bash tests/setup_system.sh")
+@pytest.mark.skipif(
+    not resolve_torch_compile("auto", "cpu")[0],
+    reason="inductor needs a C++ compiler on the CPU: bash tests/setup_system.sh",
+)
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, method):
     """torch_compile: the trainer runs inductor's kernels, and the losses match the eager run's."""
@@ -224,6 +259,7 @@ def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, met
     assert compiled["eval_loss"] == pytest.approx(eager["eval_loss"], rel=1e-4)
     # The saved weights are the model's, not the compiled wrapper's (no "_orig_mod." in their names).
     from safetensors import safe_open
+
     saved = next((tmp_path / "True" / "model").glob("*.safetensors"))
     with safe_open(str(saved), "pt") as handle:
         assert handle.keys() and not any("_orig_mod" in key for key in handle.keys())
@@ -250,10 +286,12 @@ def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_r
     monkeypatch.setattr(WithoutPaddingMask, "__call__", spying)
     results = {}
     for drop in (False, True):
-        settings = settings_for(method, learning_rate=1e-2, max_steps=6, drop_padding_mask=drop,
-                                lm_head_loss="full_logits")
-        metrics, rows = train_run(settings, run_paths(tiny_run, tmp_path / str(drop)), "cpu", "float32", False,
-                                  {"f": 1}, FakeTelemetry())
+        settings = settings_for(
+            method, learning_rate=1e-2, max_steps=6, drop_padding_mask=drop, lm_head_loss="full_logits"
+        )
+        metrics, rows = train_run(
+            settings, run_paths(tiny_run, tmp_path / str(drop)), "cpu", "float32", False, {"f": 1}, FakeTelemetry()
+        )
         assert metrics["options"]["drop_padding_mask"] is drop
         results[drop] = (metrics, [row["loss"] for row in rows])
     assert seen and (True, False) in seen and not any(passed for _, passed in seen)  # padded, and no mask passed
@@ -279,8 +317,9 @@ def test_sigterm_saves_a_checkpoint_stops_and_fails(tiny_run, tmp_path, sigterm_
     paths = run_paths(tiny_run, tmp_path)
     with pytest.raises(FtcompareError) as caught:
         train_run(settings_for(), paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
-    assert str(caught.value) == (f"run lora: stopped by SIGTERM at step 2; a checkpoint was saved in "
-                                 f"{paths.checkpoints}. Rerun to resume.")
+    assert str(caught.value) == (
+        f"run lora: stopped by SIGTERM at step 2; a checkpoint was saved in {paths.checkpoints}. Rerun to resume."
+    )
     assert is_complete(paths.checkpoints / "checkpoint-2")
     state = json.loads((paths.checkpoints / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["stateful_callbacks"]["ProgressRecorder"]["attributes"]["elapsed_s"] > 0
@@ -329,8 +368,9 @@ def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 70_000 * mib)
         monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: 79_500 * mib)
-        monkeypatch.setattr(torch.cuda, "get_device_properties",
-                            lambda *a: type("Properties", (), {"total_memory": 81_559 * mib}))
+        monkeypatch.setattr(
+            torch.cuda, "get_device_properties", lambda *a: type("Properties", (), {"total_memory": 81_559 * mib})
+        )
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU 80GB")
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -341,11 +381,13 @@ def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path
     assert str(caught.value) == (
         f"run {method}: out of GPU memory (peak 70,000 MiB allocated and 79,500 MiB reserved by torch, of "
         "81,559 MiB on Fake GPU 80GB). Try a smaller per_device_train_batch_size with more "
-        f"gradient_accumulation_steps, training.gradient_checkpointing: true, bf16, or {advice}.")
+        f"gradient_accumulation_steps, training.gradient_checkpointing: true, bf16, or {advice}."
+    )
     assert not paths.model_out.exists()
 
 
 # --- the device ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("requested", ["auto", "cpu"])
 def test_without_a_gpu_the_cpu_is_used_with_at_most_one_warning(monkeypatch, caplog, requested):
@@ -373,6 +415,7 @@ def test_a_visible_gpu_is_used(monkeypatch):
 
 # --- the seed in sampling --------------------------------------------------------------------------
 
+
 def test_sampling_follows_the_seed():
     tokenizer = word_tokenizer()
     model = tiny_llama(hidden_size=16, num_hidden_layers=1, num_attention_heads=2).eval()
@@ -388,12 +431,16 @@ def test_sampling_follows_the_seed():
 
 # --- trust_remote_code -----------------------------------------------------------------------------
 
+
 def model_loading_calls():
     """Every `X.from_pretrained(...)` call in the workflow's code, with where it is."""
     for path in sorted((REPO / "scripts").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                    and node.func.attr == "from_pretrained":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "from_pretrained"
+            ):
                 yield path.relative_to(REPO), node
 
 
@@ -407,8 +454,9 @@ def test_every_model_or_tokenizer_load_passes_the_configured_trust_remote_code()
         keywords = {k.arg: k.value for k in call.keywords}
         where = f"{path}:{call.lineno} {receiver}.from_pretrained"
         assert "trust_remote_code" in keywords, where
-        assert not (isinstance(keywords["trust_remote_code"], ast.Constant)
-                    and keywords["trust_remote_code"].value is True), where
+        assert not (
+            isinstance(keywords["trust_remote_code"], ast.Constant) and keywords["trust_remote_code"].value is True
+        ), where
 
 
 def test_no_call_passes_a_token_so_only_the_environment_or_login_supply_one():
@@ -422,6 +470,7 @@ def test_no_call_passes_a_token_so_only_the_environment_or_login_supply_one():
 @pytest.mark.slow
 def test_the_report_says_when_remote_code_was_allowed(tmp_path):
     import yaml
+
     from ftcompare.config import config_hash
     from ftcompare.report.build import build_report
     from ftcompare.report.inputs import ReportInputPaths, load_report_inputs
@@ -436,8 +485,11 @@ def test_the_report_says_when_remote_code_was_allowed(tmp_path):
         log_history=[root / "runs" / run / "log_history.csv" for run in runs],
         train_telemetry=[root / "runs" / run / "telemetry.json" for run in runs],
         generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
-        data_card=root / "data" / "data_card.json", base_card=root / "models" / "base" / "ftcompare_model.json",
-        template=REPO / "report" / "report.html.j2", style=REPO / "report" / "style.css")
+        data_card=root / "data" / "data_card.json",
+        base_card=root / "models" / "base" / "ftcompare_model.json",
+        template=REPO / "report" / "report.html.j2",
+        style=REPO / "report" / "style.css",
+    )
     inputs = load_report_inputs(paths, runs, config, config_hash(config), {}, "t")
     build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
     html = (tmp_path / "report.html").read_text(encoding="utf-8")

@@ -23,9 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftcompare.checkpoints import is_complete
-
 from conftest import REPO
+from ftcompare.checkpoints import is_complete
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +45,29 @@ STUDY = {
     "seed": 11,
     "device": "cpu",
     "data": {"name": "embedded", "embedded_rows": 40, "eval_fraction": 0.1},
-    "base_model": {"name": "embedded", "embedded": {
-        "vocab_size": 400, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 128,
-        "pretrain_steps": 2, "pretrain_batch_size": 8, "pretrain_seq_length": 64}},
-    "training": {"max_steps": MAX_STEPS, "per_device_train_batch_size": 4, "logging_steps": 1,
-                 "save_steps": SAVE_STEPS, "save_total_limit": 2, "max_seq_length": 64},
+    "base_model": {
+        "name": "embedded",
+        "embedded": {
+            "vocab_size": 400,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 128,
+            "pretrain_steps": 2,
+            "pretrain_batch_size": 8,
+            "pretrain_seq_length": 64,
+        },
+    },
+    "training": {
+        "max_steps": MAX_STEPS,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "save_steps": SAVE_STEPS,
+        "save_total_limit": 2,
+        "max_seq_length": 64,
+    },
     "lora": {"lora_dropout": 0.1},
     "runs": {RUN: {"method": "lora", "training": {"learning_rate": LEARNING_RATE}}},
     "generation": {"max_new_tokens": 8, "do_sample": True, "temperature": 1.0},
@@ -63,11 +79,18 @@ STUDY = {
 def make_env(tmp_path_factory):
     """An environment for one workflow: offline, a fake token in HF_TOKEN, and a Hugging Face home of
     its own whose standard login (the `token` file) holds another fake token."""
+
     def make():
         home = tmp_path_factory.mktemp("hf-home")
         (home / "token").write_text(FAKE_LOGIN_TOKEN)
-        return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home), "HF_TOKEN": FAKE_ENV_TOKEN,
-                "HUGGING_FACE_HUB_TOKEN": FAKE_ENV_TOKEN}
+        return {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(home),
+            "HF_TOKEN": FAKE_ENV_TOKEN,
+            "HUGGING_FACE_HUB_TOKEN": FAKE_ENV_TOKEN,
+        }
+
     return make
 
 
@@ -83,8 +106,9 @@ def snakemake(workdir, env, *args) -> subprocess.CompletedProcess:
 
 
 def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n" \
-                                   f"{result.stderr[-6000:]}"
+    assert result.returncode == 0, (
+        f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    )
     return result
 
 
@@ -104,8 +128,10 @@ def from_scratch(tmp_path_factory, make_env):
     reference = make_workdir(tmp_path_factory.mktemp("reference"))
     repeat = make_workdir(tmp_path_factory.mktemp("repeat"))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        runs = [pool.submit(snakemake, reference, make_env(), "--cores", "1"),
-                pool.submit(snakemake, repeat, make_env(), "--cores", "1", f"results/generations/{RUN}.jsonl")]
+        runs = [
+            pool.submit(snakemake, reference, make_env(), "--cores", "1"),
+            pool.submit(snakemake, repeat, make_env(), "--cores", "1", f"results/generations/{RUN}.jsonl"),
+        ]
         for workdir, run in zip((reference, repeat), runs):
             result = succeeded(run.result())
             # Kept with the rest, so the token search reads what snakemake printed too.
@@ -132,6 +158,7 @@ def test_checkpoints_are_kept_outside_the_outputs_newest_first(reference):
 
 # --- interrupting a run ----------------------------------------------------------------------------
 
+
 class TrainingAttempt:
     """One `snakemake` for the run's metrics, started in the background in its own process group."""
 
@@ -140,15 +167,23 @@ class TrainingAttempt:
         log = workdir / TRAIN_LOG
         self._log_before = log.read_text(encoding="utf-8") if log.exists() else ""
         self._output = open(workdir / f"snakemake-{name}.out", "w", encoding="utf-8")
-        self.process = subprocess.Popen([*SNAKEMAKE, METRICS, "--cores", "1", *args], cwd=workdir, env=env,
-                                        stdout=self._output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [*SNAKEMAKE, METRICS, "--cores", "1", *args],
+            cwd=workdir,
+            env=env,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_until(self, condition, what: str) -> None:
         """Poll `condition` until it holds; fail if snakemake ends first."""
         while not condition():
             if self.process.poll() is not None:
-                raise AssertionError(f"{self.name}: snakemake ended ({self.process.returncode}) before {what}:\n"
-                                     f"{self.output()[-4000:]}\n{self.train_log()[-4000:]}")
+                raise AssertionError(
+                    f"{self.name}: snakemake ended ({self.process.returncode}) before {what}:\n"
+                    f"{self.output()[-4000:]}\n{self.train_log()[-4000:]}"
+                )
             try:
                 self.process.wait(timeout=0.01)
             except subprocess.TimeoutExpired:
@@ -171,7 +206,7 @@ class TrainingAttempt:
         """What this attempt's training job wrote to the run's log."""
         log = self.workdir / TRAIN_LOG
         text = log.read_text(encoding="utf-8") if log.exists() else ""
-        return text[len(self._log_before):] if text.startswith(self._log_before) else text
+        return text[len(self._log_before) :] if text.startswith(self._log_before) else text
 
 
 @dataclass
@@ -213,8 +248,13 @@ def made_for_learning_rate(workdir: Path, learning_rate: float) -> bool:
 
 
 def kill_after_first_checkpoint(attempt: TrainingAttempt, learning_rate: float) -> int:
-    attempt.wait_until(lambda: made_for_learning_rate(attempt.workdir, learning_rate)
-                       and is_complete(checkpoint(attempt.workdir, SAVE_STEPS)), "the first checkpoint")
+    attempt.wait_until(
+        lambda: (
+            made_for_learning_rate(attempt.workdir, learning_rate)
+            and is_complete(checkpoint(attempt.workdir, SAVE_STEPS))
+        ),
+        "the first checkpoint",
+    )
     return attempt.signal_group(signal.SIGKILL)
 
 
@@ -240,16 +280,18 @@ def interrupted(tmp_path_factory, make_env, reference):
 
     # 1. Another learning rate, over the reference's finished checkpoints; killed after its first checkpoint.
     attempt = TrainingAttempt(workdir, env, "other-config", "--configfile", "config/other.yaml")
-    found["other_config"] = Outcome(code=kill_after_first_checkpoint(attempt, OTHER_LEARNING_RATE),
-                                    log=attempt.train_log())
+    found["other_config"] = Outcome(
+        code=kill_after_first_checkpoint(attempt, OTHER_LEARNING_RATE), log=attempt.train_log()
+    )
 
     # 2. The study's config over those checkpoints; killed (SIGKILL) after its first checkpoint.
     succeeded(snakemake(workdir, env, "--unlock"))
     attempt = TrainingAttempt(workdir, env, "killed", "--rerun-incomplete")
     code = kill_after_first_checkpoint(attempt, LEARNING_RATE)
     killed_at = newest_complete_step(workdir)
-    found["killed"] = Outcome(code=code, log=attempt.train_log(), step=killed_at,
-                              metrics_existed=(workdir / METRICS).exists())
+    found["killed"] = Outcome(
+        code=code, log=attempt.train_log(), step=killed_at, metrics_existed=(workdir / METRICS).exists()
+    )
 
     # 3. Rerun with a half-written checkpoint newer than the last good one; SIGTERM once it has saved again.
     planted = plant_half_written_checkpoint(workdir, killed_at + SAVE_STEPS - 1)
@@ -258,9 +300,14 @@ def interrupted(tmp_path_factory, make_env, reference):
     attempt = TrainingAttempt(workdir, env, "terminated", "--rerun-incomplete")
     attempt.wait_until(lambda: is_complete(checkpoint(workdir, killed_at + SAVE_STEPS)), "the next checkpoint")
     code = attempt.signal_group(signal.SIGTERM)
-    found["terminated"] = Outcome(code=code, log=attempt.train_log(), output=attempt.output(),
-                                  step=newest_complete_step(workdir), metrics_existed=(workdir / METRICS).exists(),
-                                  planted=planted)
+    found["terminated"] = Outcome(
+        code=code,
+        log=attempt.train_log(),
+        output=attempt.output(),
+        step=newest_complete_step(workdir),
+        metrics_existed=(workdir / METRICS).exists(),
+        planted=planted,
+    )
 
     # 4. Rerun to the end: after SIGTERM, Snakemake has cleaned up, so a plain rerun will do.
     attempt = TrainingAttempt(workdir, env, "resumed")
@@ -272,8 +319,10 @@ def test_checkpoints_of_another_config_are_not_resumed_and_the_log_says_why(inte
     _, found = interrupted
     other, killed = found["other_config"], found["killed"]
     for outcome in (other, killed):
-        assert f"not resuming from the checkpoints in {CHECKPOINTS}: they were made with different " \
-               "settings.training.learning_rate; training starts over from step 0" in outcome.log
+        assert (
+            f"not resuming from the checkpoints in {CHECKPOINTS}: they were made with different "
+            "settings.training.learning_rate; training starts over from step 0" in outcome.log
+        )
         assert "resuming run" not in outcome.log
 
 
@@ -340,17 +389,23 @@ def test_the_resumed_run_covers_every_step_once_and_ends_like_an_uninterrupted_o
 
 # --- determinism ----------------------------------------------------------------------------------
 
+
 def test_same_config_and_seed_give_identical_bytes(reference, repeat):
-    for path in ["results/data/train.parquet", "results/data/eval.parquet",
-                 "results/models/base/model.safetensors", f"results/runs/{RUN}/model/adapter_model.safetensors"]:
+    for path in [
+        "results/data/train.parquet",
+        "results/data/eval.parquet",
+        "results/models/base/model.safetensors",
+        f"results/runs/{RUN}/model/adapter_model.safetensors",
+    ]:
         assert (reference / path).read_bytes() == (repeat / path).read_bytes(), path
     first, second = read_log_history(reference), read_log_history(repeat)
     for column in ("step", "epoch", "loss", "learning_rate", "grad_norm"):
         assert [row[column] for row in first] == [row[column] for row in second], column
     generations = f"results/generations/{RUN}.jsonl"
     first, second = read_jsonl(reference / generations), read_jsonl(repeat / generations)
-    assert [(g["prompt"], g["output"], g["new_tokens"]) for g in first] == \
-           [(g["prompt"], g["output"], g["new_tokens"]) for g in second]
+    assert [(g["prompt"], g["output"], g["new_tokens"]) for g in first] == [
+        (g["prompt"], g["output"], g["new_tokens"]) for g in second
+    ]
     assert len({g["output"] for g in first}) > 1
 
 
@@ -364,6 +419,7 @@ def test_rows_longer_than_max_seq_length_are_counted_in_the_data_card(reference)
 
 
 # --- secrets and remote code ----------------------------------------------------------------------
+
 
 def test_no_file_the_workflow_made_holds_the_token(reference, repeat, interrupted):
     workdirs = [reference, repeat, interrupted[0]]

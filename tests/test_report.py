@@ -38,12 +38,18 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "results"
 BLOG_RUNS = ["lora", "full"]
 CPU_RUNS = ["lora", "lora-r64", "full"]
-BLOG_FIGURES = ["training_loss_vs_step", "training_loss_vs_time", "memory_over_time",
-                "utilisation_power_over_time", "cost_per_run"]
+BLOG_FIGURES = [
+    "training_loss_vs_step",
+    "training_loss_vs_time",
+    "memory_over_time",
+    "utilisation_power_over_time",
+    "cost_per_run",
+]
 
 
 # --------------------------------------------------------------------------------------------
 # Building the fixture reports (once per test session; the browser test reuses the blog one)
+
 
 def fixture_paths(scenario: str, runs: list[str]) -> ReportInputPaths:
     root = FIXTURES / scenario
@@ -66,10 +72,11 @@ def blog_config() -> dict:
 
 def cpu_config() -> dict:
     raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
-    raw["runs"] = {"lora": raw["runs"]["lora"],
-                   "lora-r64": {"method": "lora", "lora": {"r": 64, "lora_alpha": 64},
-                                "training": {"learning_rate": 2.0e-3}},
-                   "full": raw["runs"]["full"]}
+    raw["runs"] = {
+        "lora": raw["runs"]["lora"],
+        "lora-r64": {"method": "lora", "lora": {"r": 64, "lora_alpha": 64}, "training": {"learning_rate": 2.0e-3}},
+        "full": raw["runs"]["full"],
+    }
     return validate_config(raw, search_dirs=[REPO])
 
 
@@ -82,11 +89,22 @@ def scratch_dir() -> Path:
 @functools.cache
 def built_blog_report() -> ReportOutputs:
     config = blog_config()
-    inputs = load_report_inputs(fixture_paths("blog_mi250", BLOG_RUNS), BLOG_RUNS, config,
-                                config_hash(config), config["report"]["reference"], config["report"]["title"])
+    inputs = load_report_inputs(
+        fixture_paths("blog_mi250", BLOG_RUNS),
+        BLOG_RUNS,
+        config,
+        config_hash(config),
+        config["report"]["reference"],
+        config["report"]["title"],
+    )
     out = scratch_dir() / "report"
-    return build_report(inputs, out / "report.html", out / "figures", out / "tables",
-                        command_line="snakemake --cores all --configfile config/blog.yaml")
+    return build_report(
+        inputs,
+        out / "report.html",
+        out / "figures",
+        out / "tables",
+        command_line="snakemake --cores all --configfile config/blog.yaml",
+    )
 
 
 ENTRY_SCRIPT_DRIVER = textwrap.dedent("""
@@ -103,30 +121,46 @@ ENTRY_SCRIPT_DRIVER = textwrap.dedent("""
 
 def run_entry_script(paths: ReportInputPaths, runs, config, out: Path, base_as_folder: bool):
     """scripts/report.py as Snakemake runs it: its own process, a `snakemake` object, a log."""
-    smk_input = {"metrics": [str(p) for p in paths.metrics], "log_history": [str(p) for p in paths.log_history],
-                 "train_telemetry": [str(p) for p in paths.train_telemetry],
-                 "generations": [str(p) for p in paths.generations], "data_card": str(paths.data_card),
-                 "template": str(paths.template), "style": str(paths.style)}
+    smk_input = {
+        "metrics": [str(p) for p in paths.metrics],
+        "log_history": [str(p) for p in paths.log_history],
+        "train_telemetry": [str(p) for p in paths.train_telemetry],
+        "generations": [str(p) for p in paths.generations],
+        "data_card": str(paths.data_card),
+        "template": str(paths.template),
+        "style": str(paths.style),
+    }
     if base_as_folder:
         smk_input["base_model"] = str(Path(paths.base_card).parent)
     else:
         smk_input["base_card"] = str(paths.base_card)
     spec = {
-        "script": str(REPO / "scripts" / "report.py"), "log": str(out / "report.log"), "input": smk_input,
-        "params": {"runs": runs, "config": config, "config_hash": config_hash(config),
-                   "reference": config["report"]["reference"], "title": config["report"]["title"]},
+        "script": str(REPO / "scripts" / "report.py"),
+        "log": str(out / "report.log"),
+        "input": smk_input,
+        "params": {
+            "runs": runs,
+            "config": config,
+            "config_hash": config_hash(config),
+            "reference": config["report"]["reference"],
+            "title": config["report"]["title"],
+        },
         "output": {"html": str(out / "report.html"), "figures": str(out / "figures"), "tables": str(out / "tables")},
     }
     out.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-c", ENTRY_SCRIPT_DRIVER, json.dumps(spec)], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO / "scripts")})
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY_SCRIPT_DRIVER, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
+    )
 
 
 @functools.cache
 def built_cpu_report() -> Path:
     out = scratch_dir() / "report"
-    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out,
-                            base_as_folder=True)
+    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out, base_as_folder=True)
     assert done.returncode == 0, done.stderr + (out / "report.log").read_text()
     return out
 
@@ -134,8 +168,7 @@ def built_cpu_report() -> Path:
 # --------------------------------------------------------------------------------------------
 # A small DOM on top of html.parser
 
-VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
-                 "wbr"}
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
 @dataclass
@@ -154,9 +187,13 @@ class Element:
                 yield from child.iter()
 
     def find_all(self, tag=None, cls=None, **attrs):
-        return [e for e in self.iter() if (tag is None or e.tag == tag)
-                and (cls is None or cls in e.attrs.get("class", "").split())
-                and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())]
+        return [
+            e
+            for e in self.iter()
+            if (tag is None or e.tag == tag)
+            and (cls is None or cls in e.attrs.get("class", "").split())
+            and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+        ]
 
     def find(self, tag=None, cls=None, **attrs):
         found = self.find_all(tag, cls, **attrs)
@@ -214,7 +251,7 @@ def assert_shows(td: Element, expected: float, key: str = "") -> None:
     assert math.isclose(float(td.attrs["data-value"]), expected, rel_tol=1e-9, abs_tol=1e-12), key
     text = shown(td).replace(",", "")
     decimals = len(text.split(".")[1]) if "." in text else 0
-    assert abs(float(text) - expected) <= 0.5 * 10 ** -decimals + 1e-9, f"{key}: {text} for {expected}"
+    assert abs(float(text) - expected) <= 0.5 * 10**-decimals + 1e-9, f"{key}: {text} for {expected}"
 
 
 def source_of(td: Element, dom: Element, table_id: str) -> str:
@@ -232,6 +269,7 @@ def read_json(path: Path) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # The blog scenario: GPU telemetry, published figures
+
 
 @pytest.fixture(scope="module")
 def blog():
@@ -256,9 +294,18 @@ def test_headline_numbers_equal_the_metrics_and_telemetry_summaries(blog):
     telemetry = {run: read_json(FIXTURES / "blog_mi250" / "runs" / run / "telemetry.json") for run in BLOG_RUNS}
     for run in BLOG_RUNS:
         m, cells = metrics[run], rows[run]
-        for key in ["trainable_params", "trainable_pct", "final_train_loss", "mean_train_loss", "eval_loss",
-                    "eval_perplexity", "train_runtime_s", "train_samples_per_s", "train_tokens_per_s",
-                    "train_nonpad_tokens_per_s"]:
+        for key in [
+            "trainable_params",
+            "trainable_pct",
+            "final_train_loss",
+            "mean_train_loss",
+            "eval_loss",
+            "eval_perplexity",
+            "train_runtime_s",
+            "train_samples_per_s",
+            "train_tokens_per_s",
+            "train_nonpad_tokens_per_s",
+        ]:
             assert_shows(cells[key], m[key], f"{run}.{key}")
         assert_shows(cells["peak_allocated_mb"], m["memory"]["torch_max_allocated_mb"]["value"])
         device_peak = telemetry[run]["peaks"]["cuda:0"]["vram_used_mb"]
@@ -292,8 +339,10 @@ def test_every_header_names_its_unit(blog):
 def test_verdicts_say_whether_losses_beat_the_base_model(blog):
     _, dom = blog
     verdicts = {li.attrs["data-run"]: li.text() for li in dom.find("ul", cls="verdicts").find_all("li")}
-    assert "lora: final training loss 1.384 and held-out eval loss 1.413 are both below the base model's " \
-           "eval loss before training (1.521)." in verdicts["lora"]
+    assert (
+        "lora: final training loss 1.384 and held-out eval loss 1.413 are both below the base model's "
+        "eval loss before training (1.521)." in verdicts["lora"]
+    )
     assert "Against full, lora took 0.04× the training time, 0.65× the peak device-wide memory" in verdicts["lora"]
 
 
@@ -341,16 +390,19 @@ def test_published_figures_stand_beside_this_study(blog):
     metrics = read_json(FIXTURES / "blog_mi250" / "runs" / "lora" / "metrics.json")
     assert_shows(rows["Training runtime"]["lora_published"], reference["lora"]["train_runtime_s"])
     assert_shows(rows["Training runtime"]["lora_this_study"], metrics["train_runtime_s"])
-    assert_shows(rows["Training runtime"]["lora_ratio"],
-                 metrics["train_runtime_s"] / reference["lora"]["train_runtime_s"])
+    assert_shows(
+        rows["Training runtime"]["lora_ratio"], metrics["train_runtime_s"] / reference["lora"]["train_runtime_s"]
+    )
     assert_shows(rows["Final training loss"]["full_published"], reference["full"]["final_train_loss"])
     assert_shows(rows["Trainable parameters"]["full_this_study"], 6738415616)
     telemetry = read_json(FIXTURES / "blog_mi250" / "runs" / "full" / "telemetry.json")["peaks"]["cuda:0"]
-    assert_shows(rows["Peak VRAM used"]["full_this_study"],
-                 100 * telemetry["vram_used_mb"] / telemetry["vram_total_mb"])
+    assert_shows(
+        rows["Peak VRAM used"]["full_this_study"], 100 * telemetry["vram_used_mb"] / telemetry["vram_total_mb"]
+    )
     notes = dom.find("div", cls="table-block", data_table="reference-table").find("ul", cls="notes").text()
-    assert ("Hardware for lora: published on 1x AMD Instinct MI250 (2 GCDs); "
-            "this study on AMD Instinct MI250X/MI250.") in notes
+    assert (
+        "Hardware for lora: published on 1x AMD Instinct MI250 (2 GCDs); this study on AMD Instinct MI250X/MI250."
+    ) in notes
 
 
 def test_provenance(blog):
@@ -363,8 +415,10 @@ def test_provenance(blog):
     assert re.search(r"torch \S+ \((CPU|CUDA \S+|ROCm \S+) build\)", provenance)
     assert "AMD Instinct MI250X/MI250" in provenance and "6.8.5" in provenance  # device and driver
     assert "torch 2.6.0+rocm6.2.4 (ROCm 6.2.41134 build) in run lora" in provenance
-    versions = {tr.find("th").text(): [td.text() for td in tr.find_all("td")]
-                for tr in dom.find("table", id="run-versions").find("tbody").find_all("tr")}
+    versions = {
+        tr.find("th").text(): [td.text() for td in tr.find_all("td")]
+        for tr in dom.find("table", id="run-versions").find("tbody").find_all("tr")
+    }
     assert versions["peft"] == ["0.21.2", "0.21.2"]
     assert "mlabonne/guanaco-llama2-1k" in provenance and "NousResearch/Llama-2-7b-chat-hf" in provenance
     assert "2026-11-20T09:12:04+00:00" in provenance  # the lora run's start
@@ -430,11 +484,14 @@ def test_latex_tables_are_compile_ready(blog):
 
 def test_latex_escapes_every_special_character():
     text = "a&b%c$d#e_f{g}h~i^j\\k"
-    assert escape_latex(text) == ("a\\&b\\%c\\$d\\#e\\_f\\{g\\}h\\textasciitilde{}i"
-                                  "\\textasciicircum{}j\\textbackslash{}k")
-    table = Table([Column("model", "Model"), Column("value_s", "Time_total", "s", decimals=1)],
-                  [[Cell("run_1 & {x}"), Cell(1234.56)], [Cell("100%~#$^\\"), Cell(None)]],
-                  notes=["50% of runs_used $"])
+    assert escape_latex(text) == (
+        "a\\&b\\%c\\$d\\#e\\_f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k"
+    )
+    table = Table(
+        [Column("model", "Model"), Column("value_s", "Time_total", "s", decimals=1)],
+        [[Cell("run_1 & {x}"), Cell(1234.56)], [Cell("100%~#$^\\"), Cell(None)]],
+        notes=["50% of runs_used $"],
+    )
     latex = table_to_latex(table, "Caption with _ and &", "tab:x y")
     assert "run\\_1 \\& \\{x\\} & 1\\,234.6 \\\\" in latex
     assert "100\\%\\textasciitilde{}\\#\\$\\textasciicircum{}\\textbackslash{} & --- \\\\" in latex
@@ -476,17 +533,25 @@ def compile_if_possible(table_file: Path) -> None:
         return
     work = table_file.parent / "latex-check"
     work.mkdir(exist_ok=True)
-    (work / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=1cm,"
-                                  "landscape]{geometry}\\begin{document}\\input{" + str(table_file) +
-                                  "}\\end{document}\n", encoding="utf-8")
-    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=work,
-                          capture_output=True, text=True, timeout=120)
+    (work / "doc.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=1cm,"
+        "landscape]{geometry}\\begin{document}\\input{" + str(table_file) + "}\\end{document}\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     shutil.rmtree(work, ignore_errors=True)
     assert done.returncode == 0, done.stdout[-3000:]
 
 
 # --------------------------------------------------------------------------------------------
 # The embedded default on a CPU, through the entry script: no VRAM, power or energy
+
 
 @pytest.fixture(scope="module")
 def cpu():
@@ -498,10 +563,17 @@ def test_entry_script_builds_every_output(cpu):
     out, dom = cpu
     assert list(table_rows(dom, "headline")) == ["base", *CPU_RUNS]
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == sorted(f"{n}.{e}" for n in ["training_loss_vs_step", "training_loss_vs_time",
-                                                   "memory_over_time", "cost_per_run"] for e in ("pdf", "svg", "png"))
+    assert figures == sorted(
+        f"{n}.{e}"
+        for n in ["training_loss_vs_step", "training_loss_vs_time", "memory_over_time", "cost_per_run"]
+        for e in ("pdf", "svg", "png")
+    )
     assert sorted(p.name for p in (out / "tables").iterdir()) == [
-        "generation.csv", "headline.csv", "headline.tex", "headline_transposed.tex"]
+        "generation.csv",
+        "headline.csv",
+        "headline.tex",
+        "headline_transposed.tex",
+    ]
     assert not list(out.glob(".*.tmp"))
 
 
@@ -527,8 +599,10 @@ def test_cpu_runs_show_process_memory_and_no_energy(cpu):
 def test_cpu_verdicts_cover_a_run_that_did_not_beat_the_base_model(cpu):
     _, dom = cpu
     verdicts = {li.attrs["data-run"]: li for li in dom.find("ul", cls="verdicts").find_all("li")}
-    assert "full: final training loss 3.185 is below the base model's eval loss before training (3.891), " \
-           "but its held-out eval loss 3.903 is not." in verdicts["full"].text()
+    assert (
+        "full: final training loss 3.185 is below the base model's eval loss before training (3.891), "
+        "but its held-out eval loss 3.903 is not." in verdicts["full"].text()
+    )
     assert verdicts["lora"].attrs["class"] == "good" and verdicts["full"].attrs["class"] == "mixed"
 
 
@@ -563,6 +637,7 @@ def test_entry_script_accepts_a_base_card_input(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Failing clearly, leaving nothing half-written
 
+
 def test_a_broken_template_fails_before_anything_is_written(tmp_path):
     broken = tmp_path / "report.html.j2"
     broken.write_text("{% for x in %}", encoding="utf-8")
@@ -570,8 +645,9 @@ def test_a_broken_template_fails_before_anything_is_written(tmp_path):
     paths = replace(paths, template=broken)
     inputs = load_report_inputs(paths, ["lora"], cpu_config(), "x", {}, "t")
     with pytest.raises(FtcompareError, match="report.html.j2, line 1"):
-        build_report(inputs, tmp_path / "out" / "report.html", tmp_path / "out" / "figures",
-                     tmp_path / "out" / "tables")
+        build_report(
+            inputs, tmp_path / "out" / "report.html", tmp_path / "out" / "figures", tmp_path / "out" / "tables"
+        )
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -580,8 +656,9 @@ def test_inputs_out_of_step_with_the_runs_are_refused():
     with pytest.raises(FtcompareError, match="do not match the 3 runs"):
         load_report_inputs(paths, CPU_RUNS, cpu_config(), "x", {}, "t")
     with pytest.raises(FtcompareError, match="is for run 'full', expected 'lora'"):
-        load_report_inputs(fixture_paths("embedded_cpu", ["full", "lora"]), ["lora", "full"],
-                           cpu_config(), "x", {}, "t")
+        load_report_inputs(
+            fixture_paths("embedded_cpu", ["full", "lora"]), ["lora", "full"], cpu_config(), "x", {}, "t"
+        )
 
 
 def test_unreadable_metrics_name_the_file(tmp_path):
@@ -596,9 +673,19 @@ def test_unreadable_metrics_name_the_file(tmp_path):
 def test_sparse_telemetry_never_crashes(tmp_path):
     """A telemetry.json of nulls and a missing CSV: the run still gets its row."""
     root = FIXTURES / "embedded_cpu" / "runs" / "lora"
-    (tmp_path / "telemetry.json").write_text(json.dumps({"backend": None, "devices": [None], "peaks": None,
-                                                         "means": {"cpu": None}, "energy_j": {"cpu": None},
-                                                         "phases": None}), encoding="utf-8")
+    (tmp_path / "telemetry.json").write_text(
+        json.dumps(
+            {
+                "backend": None,
+                "devices": [None],
+                "peaks": None,
+                "means": {"cpu": None},
+                "energy_j": {"cpu": None},
+                "phases": None,
+            }
+        ),
+        encoding="utf-8",
+    )
     paths = fixture_paths("embedded_cpu", ["lora"])
     paths = replace(paths, train_telemetry=[tmp_path / "telemetry.json"])
     inputs = load_report_inputs(paths, ["lora"], cpu_config(), "x", {}, "t")
@@ -616,15 +703,19 @@ def test_sparse_telemetry_never_crashes(tmp_path):
 # --------------------------------------------------------------------------------------------
 # Verdict wording
 
+
 def test_verdict_wording_for_each_outcome():
     config = cpu_config()
     inputs = load_report_inputs(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, config, "x", {}, "t")
     lora, _, full = inputs.runs
-    assert run_verdict(lora, full).sentence.endswith("are both below the base model's eval loss before "
-                                                     "training (3.891).")
+    assert run_verdict(lora, full).sentence.endswith(
+        "are both below the base model's eval loss before training (3.891)."
+    )
     worse = replace(lora, metrics=replace(lora.metrics, final_train_loss=4.0, eval_loss=4.1))
-    assert "neither its final training loss 4.000 nor its held-out eval loss 4.100 is below" in \
-        run_verdict(worse, full).sentence
+    assert (
+        "neither its final training loss 4.000 nor its held-out eval loss 4.100 is below"
+        in run_verdict(worse, full).sentence
+    )
     unknown = replace(lora, metrics=replace(lora.metrics, eval_loss_before_training=None))
     assert "cannot say" in run_verdict(unknown, full).sentence
     assert run_verdict(full, full).cost_sentence is None
@@ -632,6 +723,7 @@ def test_verdict_wording_for_each_outcome():
 
 def test_the_notes_say_which_runtimes_include_compilation():
     import pandas as pd
+
     from ftcompare.report.headline import headline_table
     from ftcompare.report.inputs import Metrics, RunResult
     from ftcompare.report.telemetry import Telemetry
@@ -643,5 +735,6 @@ def test_the_notes_say_which_runtimes_include_compilation():
     notes = headline_table([run("a", True), run("b", False), run("c", True)]).notes
     assert [note for note in notes if "torch.compile" in note] == [
         "Runs a, c trained under torch.compile: runtime includes the compilation during the first steps (tens of "
-        "seconds on a CPU, less when inductor's cache already holds the kernels); tokens/s leaves it out."]
+        "seconds on a CPU, less when inductor's cache already holds the kernels); tokens/s leaves it out."
+    ]
     assert not [note for note in headline_table([run("b", False)]).notes if "torch.compile" in note]

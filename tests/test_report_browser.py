@@ -21,16 +21,25 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_report import BLOG_FIGURES, BLOG_RUNS, built_blog_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 900}
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--disable-extensions", "--disable-default-apps", "--mute-audio",
-    "--hide-scrollbars", "--disable-features=Translate,OptimizationHints,MediaRouter",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--disable-features=Translate,OptimizationHints,MediaRouter",
     "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
     # Nothing resolves: a request for any host name fails on this machine, before any packet.
     "--host-resolver-rules=MAP * ~NOTFOUND",
@@ -40,9 +49,10 @@ CHROMIUM_FLAGS = [
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="/usr/bin/chromium is absent: run `bash tests/setup_system.sh` "
-                              "(apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="/usr/bin/chromium is absent: run `bash tests/setup_system.sh` (apt-get install chromium)",
+    ),
 ]
 
 
@@ -65,8 +75,12 @@ class DevToolsPipe:
         self.log = log_path.open("wb")
         self.process = subprocess.Popen(
             [str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=give_child_fds_3_and_4, close_fds=False)
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=give_child_fds_3_and_4,
+            close_fds=False,
+        )
         os.close(child_read)
         os.close(child_write)
         self.writer = os.fdopen(to_browser_write, "wb", buffering=0)
@@ -164,17 +178,26 @@ def test_report_loads_offline_in_chromium(tmp_path):
         session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.call(f"{domain}.enable", session=session)
-        browser.call("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
-                                                          "uploadThroughput": -1}, session=session)
-        browser.call("Emulation.setDeviceMetricsOverride", {**VIEWPORT, "deviceScaleFactor": 1, "mobile": False},
-                     session=session)
+        browser.call(
+            "Network.emulateNetworkConditions",
+            {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+            session=session,
+        )
+        browser.call(
+            "Emulation.setDeviceMetricsOverride", {**VIEWPORT, "deviceScaleFactor": 1, "mobile": False}, session=session
+        )
 
         navigation = browser.call("Page.navigate", {"url": report.as_uri()}, session=session)
         assert "errorText" not in navigation, navigation
         browser.wait_for("Page.loadEventFired")
         browser.drain(0.5)
 
-        page = json.loads(browser.call("Runtime.evaluate", {"returnByValue": True, "expression": """
+        page = json.loads(
+            browser.call(
+                "Runtime.evaluate",
+                {
+                    "returnByValue": True,
+                    "expression": """
             JSON.stringify({
                 title: document.title,
                 scripts: document.scripts.length,
@@ -183,14 +206,24 @@ def test_report_loads_offline_in_chromium(tmp_path):
                 headlineRows: [...document.querySelectorAll('#headline tbody th')].map(th => th.textContent),
                 injected: document.querySelector('[data-prompt-id="0"] [data-model="full"] .output').textContent,
                 fontFamily: getComputedStyle(document.body).fontFamily,
-            })"""}, session=session)["result"]["value"])
+            })""",
+                },
+                session=session,
+            )["result"]["value"]
+        )
 
         metrics = browser.call("Page.getLayoutMetrics", session=session)
         height = min(int(metrics["cssContentSize"]["height"]), 12000)
-        shot = browser.call("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height, "scale": 1}},
-            session=session, timeout=60)
+        shot = browser.call(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height, "scale": 1},
+            },
+            session=session,
+            timeout=60,
+        )
         browser.drain(0.2)
     finally:
         browser.close()
@@ -203,12 +236,18 @@ def test_report_loads_offline_in_chromium(tmp_path):
         shutil.copy(screenshot, keep / "report.png")
 
     events = browser.events
-    console = [f"console.{e['type']}: {[a.get('value', a.get('description')) for a in e.get('args', [])]}"
-               for e in events_named(events, "Runtime.consoleAPICalled")]
-    console += [f"log {e['entry']['level']}: {e['entry']['text']}" for e in events_named(events, "Log.entryAdded")
-                if e["entry"]["level"] in ("error", "warning")]
-    console += [f"exception: {e['exceptionDetails'].get('text')}"
-                for e in events_named(events, "Runtime.exceptionThrown")]
+    console = [
+        f"console.{e['type']}: {[a.get('value', a.get('description')) for a in e.get('args', [])]}"
+        for e in events_named(events, "Runtime.consoleAPICalled")
+    ]
+    console += [
+        f"log {e['entry']['level']}: {e['entry']['text']}"
+        for e in events_named(events, "Log.entryAdded")
+        if e["entry"]["level"] in ("error", "warning")
+    ]
+    console += [
+        f"exception: {e['exceptionDetails'].get('text')}" for e in events_named(events, "Runtime.exceptionThrown")
+    ]
     assert console == [], "\n".join(console)
     assert not events_named(events, "Page.javascriptDialogOpening"), "a script ran and opened a dialog"
 

@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fakes.fake_amdsmi import STATUS_INIT_ERROR, STATUS_NOT_SUPPORTED, AmdSmiLibraryException, FakeGcd, make_amdsmi
 from fakes.sampling import device_rows, run_sampler
+
 from ftcompare.telemetry import memory_figures, peak_memory
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 @pytest.fixture
@@ -20,6 +20,7 @@ def use_amdsmi(monkeypatch):
         module = make_amdsmi(version, gcds, **kwargs)
         monkeypatch.setitem(sys.modules, "amdsmi", module)
         return module
+
     return install
 
 
@@ -29,18 +30,28 @@ def power_from_counter(gcd, watts):
     return lambda: int((time.monotonic() - start) * watts / (gcd.counter_resolution * 1e-6)) + 10_000
 
 
-@pytest.mark.parametrize("version, market_name, power_key", [
-    ("5.7", "AMD Instinct MI250X", "average_socket_power"),
-    ("6.0", "AMD Instinct MI250X", "average_socket_power"),
-    ("6.0", "AMD Instinct MI300X", "current_socket_power"),
-    ("6.2", "AMD Instinct MI300X", "current_socket_power"),
-    ("7.0", "AMD Instinct MI300X", "socket_power"),
-])
+@pytest.mark.parametrize(
+    "version, market_name, power_key",
+    [
+        ("5.7", "AMD Instinct MI250X", "average_socket_power"),
+        ("6.0", "AMD Instinct MI250X", "average_socket_power"),
+        ("6.0", "AMD Instinct MI300X", "current_socket_power"),
+        ("6.2", "AMD Instinct MI300X", "current_socket_power"),
+        ("7.0", "AMD Instinct MI300X", "socket_power"),
+    ],
+)
 def test_every_version_fills_the_csv_in_documented_units(tmp_path, use_amdsmi, version, market_name, power_key):
-    gcd = FakeGcd(bdf="0000:c1:00.0", market_name=market_name, vram_used_mb=2048, vram_total_mb=65520,
-                  gfx_activity=87, umc_activity=31, power_w=450,
-                  temperatures={"EDGE": 44, "JUNCTION": 61, "HOTSPOT": 61},
-                  processes=[(4321, GIB), (os.getpid(), 3 * GIB // 2)])
+    gcd = FakeGcd(
+        bdf="0000:c1:00.0",
+        market_name=market_name,
+        vram_used_mb=2048,
+        vram_total_mb=65520,
+        gfx_activity=87,
+        umc_activity=31,
+        power_w=450,
+        temperatures={"EDGE": 44, "JUNCTION": 61, "HOTSPOT": 61},
+        processes=[(4321, GIB), (os.getpid(), 3 * GIB // 2)],
+    )
     module = use_amdsmi(version, [gcd])
     (rows, summary), _ = run_sampler(tmp_path, "amdsmi")
 
@@ -57,11 +68,16 @@ def test_every_version_fills_the_csv_in_documented_units(tmp_path, use_amdsmi, v
     assert device["pci_bus_id"] == "0000:c1:00.0"
     assert device["driver_version"] == ("6.2.4" if version == "5.7" else "6.8.5")
     assert device["sources"]["power_w"] == f"amdsmi_get_power_info {power_key}"
-    assert device["sources"]["temp_c"].startswith("amdsmi_get_temp_metric hotspot" if version != "5.7"
-                                                  else "amdsmi_get_temp_metric junction")
-    assert device["figures"]["vram_used_mb"] == {"peak": 2048.0, "mean": 2048.0, "samples": len(gpu), "unit": "MiB",
-                                                 "by_phase": {"load": {"peak": 2048.0, "mean": 2048.0},
-                                                              "train": {"peak": 2048.0, "mean": 2048.0}}}
+    assert device["sources"]["temp_c"].startswith(
+        "amdsmi_get_temp_metric hotspot" if version != "5.7" else "amdsmi_get_temp_metric junction"
+    )
+    assert device["figures"]["vram_used_mb"] == {
+        "peak": 2048.0,
+        "mean": 2048.0,
+        "samples": len(gpu),
+        "unit": "MiB",
+        "by_phase": {"load": {"peak": 2048.0, "mean": 2048.0}, "train": {"peak": 2048.0, "mean": 2048.0}},
+    }
     figures = memory_figures(summary)
     assert figures["device_vram_used_mb"]["value"] == 2048.0
     assert figures["device_vram_used_mb"]["source"].startswith("amdsmi device-wide VRAM used")
@@ -71,8 +87,9 @@ def test_every_version_fills_the_csv_in_documented_units(tmp_path, use_amdsmi, v
 
 
 def test_na_values_and_missing_readings_leave_cells_empty_never_zero(tmp_path, use_amdsmi):
-    gcd = FakeGcd(bdf="0000:c1:00.0", vram_used_mb="N/A", umc_activity="N/A", power_w="N/A",
-                  temperatures={}, energy_ticks="N/A")
+    gcd = FakeGcd(
+        bdf="0000:c1:00.0", vram_used_mb="N/A", umc_activity="N/A", power_w="N/A", temperatures={}, energy_ticks="N/A"
+    )
     use_amdsmi("6.2", [gcd])
     (rows, summary), _ = run_sampler(tmp_path, "amdsmi")
     for row in device_rows(rows, "cuda:0"):
@@ -88,8 +105,13 @@ def test_na_values_and_missing_readings_leave_cells_empty_never_zero(tmp_path, u
 
 
 def test_library_exceptions_are_recorded_and_the_other_figures_still_sampled(tmp_path, use_amdsmi):
-    gcd = FakeGcd(bdf="0000:c1:00.0", fail={"amdsmi_get_power_info": AmdSmiLibraryException(STATUS_NOT_SUPPORTED),
-                                            "amdsmi_get_gpu_process_list": RuntimeError("KFD went away")})
+    gcd = FakeGcd(
+        bdf="0000:c1:00.0",
+        fail={
+            "amdsmi_get_power_info": AmdSmiLibraryException(STATUS_NOT_SUPPORTED),
+            "amdsmi_get_gpu_process_list": RuntimeError("KFD went away"),
+        },
+    )
     use_amdsmi("7.0", [gcd])
     (rows, summary), _ = run_sampler(tmp_path, "amdsmi")
     gpu = device_rows(rows, "cuda:0")
@@ -151,12 +173,26 @@ def test_an_energy_counter_going_backwards_is_replaced_by_integrated_power(tmp_p
 
 
 def test_an_mi250_shows_two_gcds_each_reported_and_said_so(tmp_path, use_amdsmi):
-    first = FakeGcd(bdf="0000:c1:00.0", market_name="AMD Instinct MI250X", asic_serial="0x1111", power_w=420,
-                    temperatures={"EDGE": 40, "JUNCTION": 52}, vram_total_mb=65520, vram_used_mb=30000)
+    first = FakeGcd(
+        bdf="0000:c1:00.0",
+        market_name="AMD Instinct MI250X",
+        asic_serial="0x1111",
+        power_w=420,
+        temperatures={"EDGE": 40, "JUNCTION": 52},
+        vram_total_mb=65520,
+        vram_used_mb=30000,
+    )
     first.energy_ticks = power_from_counter(first, 420)
-    second = FakeGcd(bdf="0000:c6:00.0", market_name="AMD Instinct MI250X", asic_serial="0x2222", power_w=0,
-                     temperatures={"EDGE": 38, "JUNCTION": 47}, vram_total_mb=65520, vram_used_mb=10,
-                     energy_ticks=123)
+    second = FakeGcd(
+        bdf="0000:c6:00.0",
+        market_name="AMD Instinct MI250X",
+        asic_serial="0x2222",
+        power_w=0,
+        temperatures={"EDGE": 38, "JUNCTION": 47},
+        vram_total_mb=65520,
+        vram_used_mb=10,
+        energy_ticks=123,
+    )
     use_amdsmi("6.0", [first, second])
     (rows, summary), _ = run_sampler(tmp_path, "amdsmi")
     assert set(summary["devices"]) == {"cuda:0", "cuda:1", "cpu"}
@@ -171,9 +207,11 @@ def test_an_mi250_shows_two_gcds_each_reported_and_said_so(tmp_path, use_amdsmi)
 
 
 def test_visible_devices_are_matched_by_bus_id_through_the_kfd_topology(tmp_path, use_amdsmi):
-    gcds = [FakeGcd(bdf="0000:c1:00.0", asic_serial="0x1111", vram_used_mb=1),
-            FakeGcd(bdf="0000:0a:00.0", asic_serial="0x2222", vram_used_mb=2),
-            FakeGcd(bdf="0000:45:00.0", asic_serial="0x3333", vram_used_mb=3)]
+    gcds = [
+        FakeGcd(bdf="0000:c1:00.0", asic_serial="0x1111", vram_used_mb=1),
+        FakeGcd(bdf="0000:0a:00.0", asic_serial="0x2222", vram_used_mb=2),
+        FakeGcd(bdf="0000:45:00.0", asic_serial="0x3333", vram_used_mb=3),
+    ]
     use_amdsmi("7.0", gcds)
     kfd = tmp_path / "kfd"
     for node, (gpu_id, bus, unique) in enumerate([(0, 0, 0), (7, 0x45, 0x3333), (8, 0xC1, 0x1111), (9, 0x0A, 0x2222)]):

@@ -13,8 +13,11 @@ def test_the_overhead_benchmark_runs_quick(tmp_path, capsys):
     spec.loader.exec_module(bench)
     result = bench.main(["--quick", "--backend", "cpu", "--out", str(tmp_path / "overhead.json")])
     written = json.loads((tmp_path / "overhead.json").read_text())
-    assert written["results"].keys() == result["results"].keys() == {
-        "no sampler", "sampler every 0.5 s", "sampler every 0.1 s"}
+    assert (
+        written["results"].keys()
+        == result["results"].keys()
+        == {"no sampler", "sampler every 0.5 s", "sampler every 0.1 s"}
+    )
     assert written["machine"]["torch"] and written["settings"]["quick"] is True
     assert written["results"]["sampler every 0.5 s"]["telemetry_backend"] == "cpu"
     assert "overhead" in capsys.readouterr().out

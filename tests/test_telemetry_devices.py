@@ -5,8 +5,13 @@ from ftcompare.telemetry.devices import KfdNode, TorchDevice, VendorDevice
 
 
 def amd(index, bus, serial, name="AMD Instinct MI250X"):
-    return VendorDevice(index=index, name=name, pci_bus_id=f"0000:{bus}:00.0", uuid=f"uuid-{index}",
-                        unique_id=devices.amd_unique_id(serial))
+    return VendorDevice(
+        index=index,
+        name=name,
+        pci_bus_id=f"0000:{bus}:00.0",
+        uuid=f"uuid-{index}",
+        unique_id=devices.amd_unique_id(serial),
+    )
 
 
 def nvidia(index, bus, uuid):
@@ -20,8 +25,10 @@ def write_kfd(root, nodes):
         node.mkdir(parents=True)
         (node / "gpu_id").write_text(f"{gpu_id}\n")
         location = (bus << 8) if gpu_id else 0
-        (node / "properties").write_text(f"cpu_cores_count 0\nsimd_count {0 if not gpu_id else 440}\n"
-                                         f"location_id {location}\ndomain 0\nunique_id {unique_id}\n")
+        (node / "properties").write_text(
+            f"cpu_cores_count 0\nsimd_count {0 if not gpu_id else 440}\n"
+            f"location_id {location}\ndomain 0\nunique_id {unique_id}\n"
+        )
 
 
 def test_pci_bus_ids_in_every_vendor_spelling_compare_equal():
@@ -53,8 +60,10 @@ def test_visibility_lists_parse_like_the_runtimes():
 
 def test_kfd_topology_gives_rocm_order_and_skips_cpu_nodes(tmp_path):
     write_kfd(tmp_path, [(0, 0, 0), (4242, 0x45, 0x1111), (5353, 0xC1, 0x2222)])
-    assert devices.read_kfd_nodes(tmp_path) == [KfdNode("0000:45:00.0", "0000000000001111"),
-                                                KfdNode("0000:c1:00.0", "0000000000002222")]
+    assert devices.read_kfd_nodes(tmp_path) == [
+        KfdNode("0000:45:00.0", "0000000000001111"),
+        KfdNode("0000:c1:00.0", "0000000000002222"),
+    ]
     assert devices.read_kfd_nodes(tmp_path / "missing") is None
 
 
@@ -63,8 +72,9 @@ def test_rocr_then_hip_visible_devices_pick_by_bus_id_not_amdsmi_position(tmp_pa
     vendor = [amd(0, "c1", "0x1111"), amd(1, "0a", "0x2222"), amd(2, "45", "0x3333")]
     write_kfd(tmp_path, [(0, 0, 0), (1, 0x45, 0x3333), (2, 0xC1, 0x1111), (3, 0x0A, 0x2222)])
     kfd = devices.read_kfd_nodes(tmp_path)
-    selection = devices.select_visible("amdsmi", vendor, {"ROCR_VISIBLE_DEVICES": "2,0", "HIP_VISIBLE_DEVICES": "1"},
-                                       kfd_nodes=kfd)
+    selection = devices.select_visible(
+        "amdsmi", vendor, {"ROCR_VISIBLE_DEVICES": "2,0", "HIP_VISIBLE_DEVICES": "1"}, kfd_nodes=kfd
+    )
     assert [(ordinal, d.pci_bus_id) for ordinal, d in selection.devices] == [(0, "0000:45:00.0")]
     assert "ROCR_VISIBLE_DEVICES='2,0'" in selection.how and "HIP_VISIBLE_DEVICES='1'" in selection.how
     assert selection.warnings == []
@@ -74,13 +84,13 @@ def test_rocr_visible_devices_by_uuid_and_cuda_visible_devices_when_hip_is_unset
     vendor = [amd(0, "c1", "0x1111"), amd(1, "0a", "0x2222")]
     write_kfd(tmp_path, [(1, 0x0A, 0x2222), (2, 0xC1, 0x1111)])
     kfd = devices.read_kfd_nodes(tmp_path)
-    by_uuid = devices.select_visible("amdsmi", vendor, {"ROCR_VISIBLE_DEVICES": "GPU-0000000000001111"},
-                                     kfd_nodes=kfd)
+    by_uuid = devices.select_visible("amdsmi", vendor, {"ROCR_VISIBLE_DEVICES": "GPU-0000000000001111"}, kfd_nodes=kfd)
     assert [d.index for _, d in by_uuid.devices] == [0]
     by_cuda = devices.select_visible("amdsmi", vendor, {"CUDA_VISIBLE_DEVICES": "1"}, kfd_nodes=kfd)
     assert [d.pci_bus_id for _, d in by_cuda.devices] == ["0000:c1:00.0"]
-    hip_wins = devices.select_visible("amdsmi", vendor, {"CUDA_VISIBLE_DEVICES": "1", "HIP_VISIBLE_DEVICES": "0"},
-                                      kfd_nodes=kfd)
+    hip_wins = devices.select_visible(
+        "amdsmi", vendor, {"CUDA_VISIBLE_DEVICES": "1", "HIP_VISIBLE_DEVICES": "0"}, kfd_nodes=kfd
+    )
     assert [d.pci_bus_id for _, d in hip_wins.devices] == ["0000:0a:00.0"]
 
 
@@ -92,8 +102,10 @@ def test_without_kfd_topology_the_pci_order_assumption_is_a_warning():
 
 
 def test_cuda_visible_devices_uuid_prefix_and_a_bad_entry_ends_the_list():
-    vendor = [nvidia(0, "17", "GPU-aaaa1111-0000-0000-0000-000000000000"),
-              nvidia(1, "65", "GPU-bbbb2222-0000-0000-0000-000000000000")]
+    vendor = [
+        nvidia(0, "17", "GPU-aaaa1111-0000-0000-0000-000000000000"),
+        nvidia(1, "65", "GPU-bbbb2222-0000-0000-0000-000000000000"),
+    ]
     selection = devices.select_visible("nvml", vendor, {"CUDA_VISIBLE_DEVICES": "GPU-bbbb,7,0"})
     assert [d.index for _, d in selection.devices] == [1]
     assert "'7'" in selection.warnings[0]
@@ -101,15 +113,20 @@ def test_cuda_visible_devices_uuid_prefix_and_a_bad_entry_ends_the_list():
     positional = devices.select_visible("nvml", vendor, {"CUDA_VISIBLE_DEVICES": "1"})
     assert [d.index for _, d in positional.devices] == [1]
     assert any("position" in w for w in positional.warnings)
-    assert not devices.select_visible("nvml", vendor, {"CUDA_VISIBLE_DEVICES": "1",
-                                                       "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}).warnings
+    assert not devices.select_visible(
+        "nvml", vendor, {"CUDA_VISIBLE_DEVICES": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    ).warnings
 
 
 def test_torch_view_matches_by_pci_bus_id_then_uuid():
-    vendor = [nvidia(0, "17", "GPU-aaaa1111-0000-0000-0000-000000000000"),
-              nvidia(1, "65", "GPU-bbbb2222-0000-0000-0000-000000000000")]
-    torch_view = [TorchDevice(0, "NVIDIA H200", "0000:65:00.0", None),
-                  TorchDevice(1, "NVIDIA H200", None, "aaaa1111-0000-0000-0000-000000000000")]
+    vendor = [
+        nvidia(0, "17", "GPU-aaaa1111-0000-0000-0000-000000000000"),
+        nvidia(1, "65", "GPU-bbbb2222-0000-0000-0000-000000000000"),
+    ]
+    torch_view = [
+        TorchDevice(0, "NVIDIA H200", "0000:65:00.0", None),
+        TorchDevice(1, "NVIDIA H200", None, "aaaa1111-0000-0000-0000-000000000000"),
+    ]
     selection = devices.select_visible("nvml", vendor, {"CUDA_VISIBLE_DEVICES": "0"}, torch_devices=torch_view)
     assert [(ordinal, d.index) for ordinal, d in selection.devices] == [(0, 1), (1, 0)]
     assert "PCI bus id" in selection.how and "UUID" in selection.how

@@ -36,8 +36,13 @@ def test_a_counter_far_from_integrated_power_is_rejected():
 
 
 def test_no_counter_integrates_power_and_says_why_and_over_what_share():
-    energy = account_energy(TIMES, [300.0, None, 300.0, 300.0, 300.0], [None] * 5, "the counter",
-                            counter_missing_reason="nvml: NVMLError_NotSupported: Not Supported")
+    energy = account_energy(
+        TIMES,
+        [300.0, None, 300.0, 300.0, 300.0],
+        [None] * 5,
+        "the counter",
+        counter_missing_reason="nvml: NVMLError_NotSupported: Not Supported",
+    )
     assert energy.total_j == pytest.approx(300.0)  # the two intervals around the gap are skipped
     assert "over 50% of the job" in energy.method and "NVMLError_NotSupported" in energy.method
 

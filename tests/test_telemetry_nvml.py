@@ -5,13 +5,13 @@ import sys
 
 import pynvml
 import pytest
-
 from fakes.fake_amdsmi import FakeGcd, make_amdsmi
 from fakes.fake_pynvml import FakeNvidiaGpu, make_pynvml
 from fakes.sampling import device_rows, run_sampler
+
 from ftcompare.telemetry import memory_figures, peak_memory
 
-MIB = 2 ** 20
+MIB = 2**20
 
 
 @pytest.fixture
@@ -20,13 +20,21 @@ def use_nvml(monkeypatch):
         module = make_pynvml(gpus, **kwargs)
         monkeypatch.setitem(sys.modules, "pynvml", module)
         return module
+
     return install
 
 
 def test_units_bytes_milliwatts_and_millijoules_become_mib_watts_and_joules(tmp_path, use_nvml):
-    gpu = FakeNvidiaGpu(bus=0x17, memory_total=150_754_820_096, memory_used=4_294_967_296, util_gpu=93,
-                        util_memory=41, power_mw=512_345, temperature=47,
-                        processes=[(1, 10 * MIB), (os.getpid(), 3_000 * MIB)])
+    gpu = FakeNvidiaGpu(
+        bus=0x17,
+        memory_total=150_754_820_096,
+        memory_used=4_294_967_296,
+        util_gpu=93,
+        util_memory=41,
+        power_mw=512_345,
+        temperature=47,
+        processes=[(1, 10 * MIB), (os.getpid(), 3_000 * MIB)],
+    )
     start_mj = 123_456_789
     calls = iter(range(10_000))
     gpu.energy_mj = lambda: start_mj + next(calls) * 25_617  # 512.345 W for 0.05 s, in mJ
@@ -45,8 +53,10 @@ def test_units_bytes_milliwatts_and_millijoules_become_mib_watts_and_joules(tmp_
     assert device["energy_method"].startswith("NVML total energy consumption counter")
     figures = memory_figures(summary)
     assert figures["device_vram_used_mb"] == {
-        "value": 4096.0, "unit": "MiB",
-        "source": "NVML device-wide memory used (nvmlDeviceGetMemoryInfo used), peak of samples (cuda:0 NVIDIA H200)"}
+        "value": 4096.0,
+        "unit": "MiB",
+        "source": "NVML device-wide memory used (nvmlDeviceGetMemoryInfo used), peak of samples (cuda:0 NVIDIA H200)",
+    }
     assert figures["process_vram_mb"]["value"] == 3000.0
     assert peak_memory(summary) == (4096.0, figures["device_vram_used_mb"]["source"])
     assert module.calls[-1] == "nvmlShutdown"
@@ -63,8 +73,18 @@ def test_not_supported_energy_is_integrated_from_power_and_says_why(tmp_path, us
 
 
 def test_not_supported_power_and_energy_leave_them_unmeasured(tmp_path, use_nvml):
-    use_nvml([FakeNvidiaGpu(bus=0x17, unsupported={"nvmlDeviceGetPowerUsage", "nvmlDeviceGetTotalEnergyConsumption",
-                                                    "nvmlDeviceGetUtilizationRates"})])
+    use_nvml(
+        [
+            FakeNvidiaGpu(
+                bus=0x17,
+                unsupported={
+                    "nvmlDeviceGetPowerUsage",
+                    "nvmlDeviceGetTotalEnergyConsumption",
+                    "nvmlDeviceGetUtilizationRates",
+                },
+            )
+        ]
+    )
     (rows, summary), _ = run_sampler(tmp_path, "nvml")
     for row in device_rows(rows, "cuda:0"):
         assert row["power_w"] == row["energy_j"] == row["util_pct"] == row["mem_util_pct"] == ""
@@ -82,8 +102,12 @@ def test_process_memory_nvml_cannot_tell_is_empty(tmp_path, use_nvml):
 
 
 def test_cuda_visible_devices_uuid_selects_by_uuid(tmp_path, use_nvml):
-    use_nvml([FakeNvidiaGpu(bus=0x17, uuid="GPU-aaaa1111-0000-0000-0000-000000000000", memory_used=1 * MIB),
-              FakeNvidiaGpu(bus=0x65, uuid="GPU-bbbb2222-0000-0000-0000-000000000000", memory_used=2 * MIB)])
+    use_nvml(
+        [
+            FakeNvidiaGpu(bus=0x17, uuid="GPU-aaaa1111-0000-0000-0000-000000000000", memory_used=1 * MIB),
+            FakeNvidiaGpu(bus=0x65, uuid="GPU-bbbb2222-0000-0000-0000-000000000000", memory_used=2 * MIB),
+        ]
+    )
     (rows, summary), _ = run_sampler(tmp_path, "nvml", environ={"CUDA_VISIBLE_DEVICES": "GPU-bbbb2222"})
     assert set(summary["devices"]) == {"cuda:0", "cpu"}
     assert summary["devices"]["cuda:0"]["pci_bus_id"] == "0000:65:00.0"

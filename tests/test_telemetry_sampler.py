@@ -7,20 +7,58 @@ import threading
 import time
 
 import pytest
-
 from fakes.fake_amdsmi import FakeGcd, make_amdsmi
 from fakes.sampling import device_rows, read_outputs, run_sampler
+
 from ftcompare.errors import FtcompareError
 from ftcompare.telemetry import CSV_COLUMNS, TelemetrySampler, memory_figures, peak_memory
 
-EXPECTED_COLUMNS = ("time_s", "phase", "device", "backend", "vram_used_mb", "vram_total_mb", "process_vram_mb",
-                    "torch_allocated_mb", "torch_reserved_mb", "util_pct", "mem_util_pct", "power_w", "temp_c",
-                    "energy_j", "rss_mb", "cpu_pct")
-SUMMARY_KEYS = {"schema", "job", "backend", "backend_requested", "backends_used", "backend_reasons", "device_mapping",
-                "device_names", "driver_version", "library_version", "started_at", "backend_setup_s", "duration_s",
-                "interval_s", "achieved_interval_s", "sample_count", "sampling_cost_ms", "phases", "phase_durations_s",
-                "devices", "energy_j", "energy_method", "read_errors", "job_failed", "sampler_stopped_cleanly",
-                "memory_figures"}
+EXPECTED_COLUMNS = (
+    "time_s",
+    "phase",
+    "device",
+    "backend",
+    "vram_used_mb",
+    "vram_total_mb",
+    "process_vram_mb",
+    "torch_allocated_mb",
+    "torch_reserved_mb",
+    "util_pct",
+    "mem_util_pct",
+    "power_w",
+    "temp_c",
+    "energy_j",
+    "rss_mb",
+    "cpu_pct",
+)
+SUMMARY_KEYS = {
+    "schema",
+    "job",
+    "backend",
+    "backend_requested",
+    "backends_used",
+    "backend_reasons",
+    "device_mapping",
+    "device_names",
+    "driver_version",
+    "library_version",
+    "started_at",
+    "backend_setup_s",
+    "duration_s",
+    "interval_s",
+    "achieved_interval_s",
+    "sample_count",
+    "sampling_cost_ms",
+    "phases",
+    "phase_durations_s",
+    "devices",
+    "energy_j",
+    "energy_method",
+    "read_errors",
+    "job_failed",
+    "sampler_stopped_cleanly",
+    "memory_figures",
+}
 
 
 def sampler_threads():
@@ -28,8 +66,9 @@ def sampler_threads():
 
 
 def test_a_cpu_job_writes_the_fixed_schema_with_phases_and_a_summary(tmp_path):
-    (rows, summary), sampler = run_sampler(tmp_path, "cpu", seconds=0.4, interval_s=0.05,
-                                           phases=("load", "train", "save"))
+    (rows, summary), sampler = run_sampler(
+        tmp_path, "cpu", seconds=0.4, interval_s=0.05, phases=("load", "train", "save")
+    )
     with open(tmp_path / "telemetry.csv", newline="") as handle:
         assert tuple(next(csv.reader(handle))) == EXPECTED_COLUMNS == CSV_COLUMNS
     assert {row["device"] for row in rows} == {"cpu"} and {row["backend"] for row in rows} == {"cpu"}
@@ -129,20 +168,30 @@ def test_the_job_log_names_the_chosen_backend_and_why_the_others_were_not(tmp_pa
 
 def test_memory_figures_of_two_gpus_are_sums_that_say_so_and_survive_json():
     def gpu(name, used, total, allocated):
-        return {"kind": "gpu", "name": name,
-                "torch_max_allocated_mb": allocated, "torch_max_reserved_mb": allocated + 1,
-                "torch_peaks_since": "reset_peaks() at 3.0 s (phase train)",
-                "figures": {"vram_used_mb": {"peak": used}, "vram_total_mb": {"peak": total}},
-                "sources": {"vram_used_mb": "amdsmi device-wide VRAM used (amdsmi_get_gpu_vram_usage vram_used)"}}
-    summary = {"backend": "amdsmi", "devices": {
-        "cuda:0": gpu("AMD Instinct MI250X", 60000.0, 65520.0, 50000.0),
-        "cuda:1": gpu("AMD Instinct MI250X", 40000.0, 65520.0, 30000.0),
-        "cpu": {"kind": "process", "figures": {"rss_mb": {"peak": 9000.0}}}}}
+        return {
+            "kind": "gpu",
+            "name": name,
+            "torch_max_allocated_mb": allocated,
+            "torch_max_reserved_mb": allocated + 1,
+            "torch_peaks_since": "reset_peaks() at 3.0 s (phase train)",
+            "figures": {"vram_used_mb": {"peak": used}, "vram_total_mb": {"peak": total}},
+            "sources": {"vram_used_mb": "amdsmi device-wide VRAM used (amdsmi_get_gpu_vram_usage vram_used)"},
+        }
+
+    summary = {
+        "backend": "amdsmi",
+        "devices": {
+            "cuda:0": gpu("AMD Instinct MI250X", 60000.0, 65520.0, 50000.0),
+            "cuda:1": gpu("AMD Instinct MI250X", 40000.0, 65520.0, 30000.0),
+            "cpu": {"kind": "process", "figures": {"rss_mb": {"peak": 9000.0}}},
+        },
+    }
     figures = memory_figures(json.loads(json.dumps(summary)))
     assert figures["torch_max_allocated_mb"]["value"] == 80000.0
     assert figures["torch_max_allocated_mb"]["source"] == (
         "sum over cuda:0, cuda:1 of each device's torch max_memory_allocated, since reset_peaks() at 3.0 s "
-        "(phase train) (per-device peaks, not simultaneous)")
+        "(phase train) (per-device peaks, not simultaneous)"
+    )
     assert figures["device_vram_used_pct"]["value"] == pytest.approx(76.3, abs=0.1)
     assert figures["rss_mb"]["value"] == 9000.0
     assert peak_memory(summary)[0] == 80000.0

@@ -6,16 +6,16 @@ import time
 
 import pytest
 import torch
-
 from fakes.fake_amdsmi import FakeGcd, make_amdsmi
 from fakes.fake_pynvml import FakeNvidiaGpu, make_pynvml
 from fakes.fake_torch import FakeTorchGpu, make_torch
 from fakes.sampling import device_rows, read_outputs, run_sampler
+
 from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
 from ftcompare.telemetry.reading import BackendUnavailable
 from ftcompare.telemetry.torch_backend import TorchBackend
 
-MIB = 2 ** 20
+MIB = 2**20
 HAS_GPU = torch.cuda.is_available()
 
 
@@ -51,8 +51,9 @@ def test_real_gpu_allocator_figures_and_peak(tmp_path):
 def test_allocator_figures_peaks_and_reset_through_torch_cuda(tmp_path, monkeypatch):
     gpu = FakeTorchGpu(allocated=0, reserved=0)
     monkeypatch.setitem(sys.modules, "torch", make_torch([gpu]))
-    with TelemetrySampler(tmp_path / "telemetry.csv", tmp_path / "telemetry.json", backend="torch", interval_s=0.05,
-                          environ={}) as sampler:
+    with TelemetrySampler(
+        tmp_path / "telemetry.csv", tmp_path / "telemetry.json", backend="torch", interval_s=0.05, environ={}
+    ) as sampler:
         sampler.set_phase("load")
         time.sleep(0.12)
         gpu.allocated, gpu.reserved = 1000 * MIB, 1200 * MIB
@@ -81,8 +82,11 @@ def test_allocator_figures_peaks_and_reset_through_torch_cuda(tmp_path, monkeypa
 
 def test_torch_ordinals_meet_nvml_devices_by_pci_bus_id(tmp_path, monkeypatch):
     # NVML lists 0x17 then 0x65; this job's torch sees only 0x65 (as cuda:0).
-    monkeypatch.setitem(sys.modules, "pynvml", make_pynvml([FakeNvidiaGpu(bus=0x17, memory_used=1 * MIB),
-                                                            FakeNvidiaGpu(bus=0x65, memory_used=2 * MIB)]))
+    monkeypatch.setitem(
+        sys.modules,
+        "pynvml",
+        make_pynvml([FakeNvidiaGpu(bus=0x17, memory_used=1 * MIB), FakeNvidiaGpu(bus=0x65, memory_used=2 * MIB)]),
+    )
     gpu = FakeTorchGpu(pci=(0, 0x65, 0), uuid=None, allocated=5 * MIB, peak_allocated=7 * MIB)
     monkeypatch.setitem(sys.modules, "torch", make_torch([gpu]))
     (rows, summary), _ = run_sampler(tmp_path, "auto")
@@ -101,11 +105,22 @@ def test_torch_ordinals_meet_nvml_devices_by_pci_bus_id(tmp_path, monkeypatch):
 def test_rocm_torch_meets_amdsmi_devices_by_unique_id(tmp_path, monkeypatch):
     serial = "4b2f6a8e12345678"
     hip_uuid = serial.encode("ascii").hex()  # how torch prints a HIP device's uuid bytes
-    monkeypatch.setitem(sys.modules, "amdsmi", make_amdsmi("7.0", [
-        FakeGcd(bdf="0000:0a:00.0", asic_serial="0x1111", vram_used_mb=1),
-        FakeGcd(bdf="0000:c1:00.0", asic_serial="0x" + serial.upper(), vram_used_mb=2)]))
-    monkeypatch.setitem(sys.modules, "torch", make_torch([FakeTorchGpu(name="AMD Instinct MI300X", pci=None,
-                                                                        uuid=hip_uuid)], hip="6.4.1"))
+    monkeypatch.setitem(
+        sys.modules,
+        "amdsmi",
+        make_amdsmi(
+            "7.0",
+            [
+                FakeGcd(bdf="0000:0a:00.0", asic_serial="0x1111", vram_used_mb=1),
+                FakeGcd(bdf="0000:c1:00.0", asic_serial="0x" + serial.upper(), vram_used_mb=2),
+            ],
+        ),
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "torch",
+        make_torch([FakeTorchGpu(name="AMD Instinct MI300X", pci=None, uuid=hip_uuid)], hip="6.4.1"),
+    )
     (rows, summary), _ = run_sampler(tmp_path, "auto")
     assert summary["devices"]["cuda:0"]["pci_bus_id"] == "0000:c1:00.0"
     assert summary["device_mapping"] == "torch's devices matched to amdsmi by unique id (UUID)"

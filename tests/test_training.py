@@ -7,12 +7,25 @@ from peft import get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftcompare.config import run_settings, validate_config
-from ftcompare.training import (TokenCountingCollator, build_lora_config, build_sft_config, count_parameters,
-                                loss_rows, steady_throughput)
+from ftcompare.training import (
+    TokenCountingCollator,
+    build_lora_config,
+    build_sft_config,
+    count_parameters,
+    loss_rows,
+    steady_throughput,
+)
 
-LLAMA_2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                  tie_word_embeddings=False)
+LLAMA_2_7B = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+)
 
 
 def test_blog_lora_config_on_llama_2_7b_shape_counts_like_the_blog(blog_config):
@@ -49,10 +62,20 @@ def test_sft_config_maps_the_blog_training_arguments(blog_config, tmp_path):
 
 
 def test_run_overrides_reach_only_their_run(default_config):
-    config = validate_config({**default_config, "runs": {
-        "lora": {"method": "lora"},
-        "lora-r64": {"method": "lora", "lora": {"r": 64, "lora_alpha": 16}, "training": {"learning_rate": 1e-4}},
-        "full": {"method": "full"}}})
+    config = validate_config(
+        {
+            **default_config,
+            "runs": {
+                "lora": {"method": "lora"},
+                "lora-r64": {
+                    "method": "lora",
+                    "lora": {"r": 64, "lora_alpha": 16},
+                    "training": {"learning_rate": 1e-4},
+                },
+                "full": {"method": "full"},
+            },
+        }
+    )
     assert run_settings(config, "lora")["lora"]["r"] == 8
     assert run_settings(config, "lora-r64")["lora"] == {**config["lora"], "r": 64, "lora_alpha": 16}
     assert run_settings(config, "lora-r64")["training"]["learning_rate"] == 1e-4
@@ -85,12 +108,13 @@ def test_steady_throughput_excludes_warmup_steps():
 
 
 def test_loss_rows_keep_one_row_per_step_in_order():
-    history = [{"loss": 2.0, "step": 1, "epoch": 0.1, "learning_rate": 1e-3, "grad_norm": 1.0, "elapsed_s": 0.5},
-               {"eval_loss": 1.9, "step": 1},
-               {"loss": 1.5, "step": 10, "epoch": 0.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0},
-               {"loss": 1.5, "step": 10, "epoch": 0.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0},
-               {"train_runtime": 9.0, "step": 20}]
+    history = [
+        {"loss": 2.0, "step": 1, "epoch": 0.1, "learning_rate": 1e-3, "grad_norm": 1.0, "elapsed_s": 0.5},
+        {"eval_loss": 1.9, "step": 1},
+        {"loss": 1.5, "step": 10, "epoch": 0.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0},
+        {"loss": 1.5, "step": 10, "epoch": 0.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0},
+        {"train_runtime": 9.0, "step": 20},
+    ]
     rows = loss_rows(history)
     assert [r["step"] for r in rows] == [1, 10]
-    assert rows[1] == {"step": 10, "epoch": 0.5, "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.7,
-                       "elapsed_s": 4.0}
+    assert rows[1] == {"step": 10, "epoch": 0.5, "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0}

@@ -31,11 +31,19 @@ def copy_workflow(target):
 
 
 def snakemake(workdir, *args, env=None, check=True):
-    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        timeout=900,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 
@@ -73,8 +81,16 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert metrics["run"] == run and metrics["method"] == method
         assert metrics["train_steps"] == 6
         assert 0 < metrics["trainable_params"] <= metrics["total_params"]
-        for key in ["train_runtime_s", "train_samples_per_s", "train_tokens_per_s", "final_train_loss",
-                    "mean_train_loss", "eval_loss", "eval_loss_before_training", "peak_memory_mb"]:
+        for key in [
+            "train_runtime_s",
+            "train_samples_per_s",
+            "train_tokens_per_s",
+            "final_train_loss",
+            "mean_train_loss",
+            "eval_loss",
+            "eval_loss_before_training",
+            "peak_memory_mb",
+        ]:
             assert isinstance(metrics[key], float) and metrics[key] > 0, key
         assert metrics["peak_memory_source"].startswith("process RSS")
         rows = list(csv.DictReader((run_dir / "log_history.csv").open()))
@@ -133,8 +149,9 @@ def test_a_changed_lora_option_reruns_only_that_run_its_generation_and_the_repor
     assert "wildcards: run=lora" in plan and "wildcards: run=full" not in plan
 
 
-@pytest.mark.parametrize("changed", ["report/report.html.j2", "report/caption_figures.rst",
-                                     "scripts/ftcompare/report/figures.py"])
+@pytest.mark.parametrize(
+    "changed", ["report/report.html.j2", "report/caption_figures.rst", "scripts/ftcompare/report/figures.py"]
+)
 def test_a_changed_template_or_report_code_reruns_only_the_report(study, changed):
     workdir, _ = study
     path = workdir / changed
@@ -171,7 +188,8 @@ def test_blog_dag_builds_offline(tmp_path):
 def test_a_bad_config_stops_before_any_job(tmp_path):
     copy_workflow(tmp_path)
     (tmp_path / "config" / "bad.yaml").write_text(
-        "lora: {r: 0}\ntraining: {learning_rate: -1}\nruns: {'bad/name': {method: lora}}\n")
+        "lora: {r: 0}\ntraining: {learning_rate: -1}\nruns: {'bad/name': {method: lora}}\n"
+    )
     result = snakemake(tmp_path, "--cores", "1", "--configfile", "config/bad.yaml", check=False)
     assert result.returncode != 0
     assert "invalid config (3 problems)" in result.stderr

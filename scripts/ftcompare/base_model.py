@@ -29,14 +29,23 @@ EMBEDDED = "embedded"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json", "tiktoken.model")
-ALTERNATIVES = ("use a local model folder (base_model.name: /path/to/folder, as written by save_pretrained) "
-                "or the offline default (base_model.name: embedded)")
+ALTERNATIVES = (
+    "use a local model folder (base_model.name: /path/to/folder, as written by save_pretrained) "
+    "or the offline default (base_model.name: embedded)"
+)
 
 __all__ = ["materialize_base_model", "count_parameters", "missing_model_files", "EMBEDDED"]
 
 
-def materialize_base_model(name: str, revision: str | None, dtype: str, trust_remote_code: bool, out_dir,
-                           embedded_spec: EmbeddedModelSpec, log=None) -> dict:
+def materialize_base_model(
+    name: str,
+    revision: str | None,
+    dtype: str,
+    trust_remote_code: bool,
+    out_dir,
+    embedded_spec: EmbeddedModelSpec,
+    log=None,
+) -> dict:
     """Write the base model named by `name` into `out_dir` and return its card.
 
     `dtype` is float32, bfloat16, float16, or auto (the checkpoint's own). `log` takes one message
@@ -58,29 +67,50 @@ def materialize_base_model(name: str, revision: str | None, dtype: str, trust_re
             log(f"base model: base_model.revision = {revision!r} is ignored for a local folder")
         log(f"base model: loading the local folder {folder.resolve()}")
         try:
-            return _save_model(str(folder), None, dtype, trust_remote_code, out_dir,
-                               {"source": "local", "name": name, "path": str(folder.resolve())}, log)
+            return _save_model(
+                str(folder),
+                None,
+                dtype,
+                trust_remote_code,
+                out_dir,
+                {"source": "local", "name": name, "path": str(folder.resolve())},
+                log,
+            )
         except ValueError as error:
             raise FtcompareError(_load_refused_message(name, error)) from error
         except OSError as error:
-            raise FtcompareError(f"base_model.name = {name!r}: could not load the folder {folder}: "
-                                 f"{_redact(str(error))}") from error
+            raise FtcompareError(
+                f"base_model.name = {name!r}: could not load the folder {folder}: {_redact(str(error))}"
+            ) from error
     if folder.exists():
-        raise FtcompareError(f"base_model.name = {name!r} is a file; expected a model folder (as written by "
-                             f"save_pretrained), a Hugging Face hub id, or `embedded`")
+        raise FtcompareError(
+            f"base_model.name = {name!r} is a file; expected a model folder (as written by "
+            f"save_pretrained), a Hugging Face hub id, or `embedded`"
+        )
     try:
         validate_repo_id(name)
     except hub_errors.HFValidationError:
-        raise FtcompareError(f"base_model.name = {name!r}: there is no such folder (looked in {Path.cwd()}) and it "
-                             f"is not a Hugging Face hub id (owner/name); {ALTERNATIVES}") from None
+        raise FtcompareError(
+            f"base_model.name = {name!r}: there is no such folder (looked in {Path.cwd()}) and it "
+            f"is not a Hugging Face hub id (owner/name); {ALTERNATIVES}"
+        ) from None
 
     commit = resolve_hub_commit(name, revision)
-    log(f"base model: downloading {name} from the Hugging Face hub (revision {revision or 'main'}, "
-        f"commit {commit or 'unknown'}); trust_remote_code={trust_remote_code}")
+    log(
+        f"base model: downloading {name} from the Hugging Face hub (revision {revision or 'main'}, "
+        f"commit {commit or 'unknown'}); trust_remote_code={trust_remote_code}"
+    )
     with _hub_errors(name, revision):
         try:
-            return _save_model(name, commit or revision, dtype, trust_remote_code, out_dir,
-                               {"source": "hub", "name": name, "revision": revision, "commit_hash": commit}, log)
+            return _save_model(
+                name,
+                commit or revision,
+                dtype,
+                trust_remote_code,
+                out_dir,
+                {"source": "hub", "name": name, "revision": revision, "commit_hash": commit},
+                log,
+            )
         except ValueError as error:
             raise FtcompareError(_load_refused_message(name, error)) from error
 
@@ -91,8 +121,10 @@ def missing_model_files(folder) -> list[str]:
     missing = []
     if "config.json" not in names:
         missing.append("config.json")
-    has_weights = any(n.endswith(".safetensors") or (n.startswith("pytorch_model") and n.endswith(".bin"))
-                      or n in WEIGHT_INDEX_FILES for n in names)
+    has_weights = any(
+        n.endswith(".safetensors") or (n.startswith("pytorch_model") and n.endswith(".bin")) or n in WEIGHT_INDEX_FILES
+        for n in names
+    )
     if not has_weights:
         missing.append("weights (*.safetensors, pytorch_model*.bin, or an index of either)")
     if not names & set(TOKENIZER_FILES):
@@ -113,14 +145,19 @@ def resolve_hub_commit(name: str, revision: str | None) -> str | None:
     return None
 
 
-def _save_model(load_from: str, revision: str | None, dtype: str, trust_remote_code: bool, out_dir,
-                card_fields: dict, log) -> dict:
+def _save_model(
+    load_from: str, revision: str | None, dtype: str, trust_remote_code: bool, out_dir, card_fields: dict, log
+) -> dict:
     started = time.perf_counter()
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        load_from, revision=revision, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-        trust_remote_code=trust_remote_code)
+        load_from,
+        revision=revision,
+        dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+        trust_remote_code=trust_remote_code,
+    )
     tokenizer = transformers.AutoTokenizer.from_pretrained(
-        load_from, revision=revision, trust_remote_code=trust_remote_code)
+        load_from, revision=revision, trust_remote_code=trust_remote_code
+    )
     card = {
         **card_fields,
         "model_type": model.config.model_type,
@@ -129,8 +166,10 @@ def _save_model(load_from: str, revision: str | None, dtype: str, trust_remote_c
         "vocab_size": len(tokenizer),
         "trust_remote_code": trust_remote_code,
     }
-    log(f"base model: {card['parameter_count']:,} parameters ({card['model_type']}, {card['dtype']}); "
-        f"saving to {out_dir}")
+    log(
+        f"base model: {card['parameter_count']:,} parameters ({card['model_type']}, {card['dtype']}); "
+        f"saving to {out_dir}"
+    )
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -146,42 +185,62 @@ def _hub_errors(name: str, revision: str | None):
     try:
         yield
     except hub_errors.GatedRepoError as error:
-        raise FtcompareError(f"base_model.name = {where}: the repository is gated; accept its terms on "
-                             f"https://huggingface.co/{name} and log in (`hf auth login` or the HF_TOKEN "
-                             f"environment variable), or {ALTERNATIVES}") from error
+        raise FtcompareError(
+            f"base_model.name = {where}: the repository is gated; accept its terms on "
+            f"https://huggingface.co/{name} and log in (`hf auth login` or the HF_TOKEN "
+            f"environment variable), or {ALTERNATIVES}"
+        ) from error
     except hub_errors.RepositoryNotFoundError as error:
-        raise FtcompareError(f"base_model.name = {where}: no such model repository on the Hugging Face hub "
-                             f"(or it is private and you are not logged in); {ALTERNATIVES}") from error
+        raise FtcompareError(
+            f"base_model.name = {where}: no such model repository on the Hugging Face hub "
+            f"(or it is private and you are not logged in); {ALTERNATIVES}"
+        ) from error
     except hub_errors.RevisionNotFoundError as error:
-        raise FtcompareError(f"base_model.revision = {revision!r}: no such branch, tag or commit in {name!r} "
-                             f"on the Hugging Face hub; fix base_model.revision or set it to null") from error
+        raise FtcompareError(
+            f"base_model.revision = {revision!r}: no such branch, tag or commit in {name!r} "
+            f"on the Hugging Face hub; fix base_model.revision or set it to null"
+        ) from error
     except hub_errors.LocalEntryNotFoundError as error:
         raise FtcompareError(_unreachable_message(where)) from error
     except hub_errors.RemoteEntryNotFoundError as error:
-        raise FtcompareError(f"base_model.name = {where}: the repository has no config.json, so it is not a "
-                             f"transformers model; {ALTERNATIVES}") from error
+        raise FtcompareError(
+            f"base_model.name = {where}: the repository has no config.json, so it is not a "
+            f"transformers model; {ALTERNATIVES}"
+        ) from error
     except _connection_errors() as error:
         raise FtcompareError(_unreachable_message(where)) from error
     except hub_errors.HfHubHTTPError as error:
-        raise FtcompareError(f"base_model.name = {where}: the Hugging Face hub refused the request: "
-                             f"{_redact(str(error))}; {ALTERNATIVES}") from error
+        raise FtcompareError(
+            f"base_model.name = {where}: the Hugging Face hub refused the request: "
+            f"{_redact(str(error))}; {ALTERNATIVES}"
+        ) from error
     except OSError as error:  # transformers reports failed downloads as OSError with its own message
-        raise FtcompareError(f"base_model.name = {where}: could not load it from the Hugging Face hub: "
-                             f"{_redact(str(error))}; {ALTERNATIVES}") from error
+        raise FtcompareError(
+            f"base_model.name = {where}: could not load it from the Hugging Face hub: "
+            f"{_redact(str(error))}; {ALTERNATIVES}"
+        ) from error
 
 
 def _unreachable_message(where: str) -> str:
-    cause = ("offline mode is on (HF_HUB_OFFLINE=1)" if hub_constants.is_offline_mode()
-             else "the network or the hub could not be reached")
-    return (f"base_model.name = {where}: could not download it from the Hugging Face hub: {cause}, and it is "
-            f"not in the local hub cache ({hub_constants.HF_HUB_CACHE}); {ALTERNATIVES}")
+    cause = (
+        "offline mode is on (HF_HUB_OFFLINE=1)"
+        if hub_constants.is_offline_mode()
+        else "the network or the hub could not be reached"
+    )
+    return (
+        f"base_model.name = {where}: could not download it from the Hugging Face hub: {cause}, and it is "
+        f"not in the local hub cache ({hub_constants.HF_HUB_CACHE}); {ALTERNATIVES}"
+    )
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
     """Connection and timeout errors of whichever HTTP libraries huggingface_hub and transformers use."""
     types: list[type[BaseException]] = [hub_errors.OfflineModeIsEnabled, ConnectionError, TimeoutError]
-    for module_name, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
-                               ("requests", ("ConnectionError", "Timeout"))):
+    for module_name, names in (
+        ("httpx2", ("TransportError",)),
+        ("httpx", ("TransportError",)),
+        ("requests", ("ConnectionError", "Timeout")),
+    ):
         with contextlib.suppress(ImportError):
             module = importlib.import_module(module_name)
             types.extend(getattr(module, attr) for attr in names if hasattr(module, attr))
@@ -189,8 +248,7 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
 
 def _not_a_model_folder_message(name: str, folder: Path, missing: list[str]) -> str:
-    message = (f"base_model.name = {name!r}: the folder {folder} is not a model folder; missing: "
-               f"{'; '.join(missing)}")
+    message = f"base_model.name = {name!r}: the folder {folder} is not a model folder; missing: {'; '.join(missing)}"
     if (folder / "adapter_config.json").is_file():
         message += ". It holds a PEFT adapter: point base_model.name at the model it adapts"
     elif (folder / "snapshots").is_dir():
@@ -201,8 +259,10 @@ def _not_a_model_folder_message(name: str, folder: Path, missing: list[str]) -> 
 def _load_refused_message(name: str, error: ValueError) -> str:
     text = _redact(str(error))
     if "trust_remote_code" in text:
-        return (f"base_model.name = {name!r} needs its own Python code from the hub to load; if you trust it, "
-                f"set `trust_remote_code: true` at the top of the config")
+        return (
+            f"base_model.name = {name!r} needs its own Python code from the hub to load; if you trust it, "
+            f"set `trust_remote_code: true` at the top of the config"
+        )
     return f"base_model.name = {name!r}: could not load it as a causal language model: {text}"
 
 

@@ -53,14 +53,20 @@ def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> Path | None:
         reason = _reason_to_start_over(checkpoint_dir, fingerprint)
         if reason:
             if any(checkpoint_dir.glob("checkpoint-*")):
-                log.warning("not resuming from the checkpoints in %s: %s; training starts over from step 0",
-                            checkpoint_dir, reason)
+                log.warning(
+                    "not resuming from the checkpoints in %s: %s; training starts over from step 0",
+                    checkpoint_dir,
+                    reason,
+                )
             shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_json(stored_path, fingerprint)
 
-    candidates = sorted((p for p in checkpoint_dir.iterdir() if checkpoint_step(p) is not None and p.is_dir()),
-                        key=checkpoint_step, reverse=True)
+    candidates = sorted(
+        (p for p in checkpoint_dir.iterdir() if checkpoint_step(p) is not None and p.is_dir()),
+        key=checkpoint_step,
+        reverse=True,
+    )
     for candidate in candidates:
         if is_complete(candidate):
             return candidate
@@ -80,8 +86,9 @@ def _reason_to_start_over(checkpoint_dir: Path, fingerprint: dict) -> str | None
         return f"they have no readable {FINGERPRINT_FILE}, so what they were made with is unknown"
     if stored != fingerprint:
         changed = changed_keys(stored, fingerprint)
-        named = ", ".join(changed[:_CHANGES_NAMED]) + (f" and {len(changed) - _CHANGES_NAMED} more"
-                                                       if len(changed) > _CHANGES_NAMED else "")
+        named = ", ".join(changed[:_CHANGES_NAMED]) + (
+            f" and {len(changed) - _CHANGES_NAMED} more" if len(changed) > _CHANGES_NAMED else ""
+        )
         return f"they were made with different {named}"
     if (checkpoint_dir / FINISHED_FILE).is_file():
         return "they belong to a run that finished, and this job trains it again"

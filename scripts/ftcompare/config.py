@@ -38,8 +38,10 @@ def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None
     if not isinstance(config, dict):
         raise ConfigError([f"the config must be a mapping of keys, got {type(config).__name__}"])
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [_describe(error, schema) for error in
-                sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+    problems = [
+        _describe(error, schema)
+        for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    ]
     if problems:
         raise ConfigError(_unique(problems))
     filled = copy.deepcopy(config)
@@ -98,25 +100,35 @@ def resolve_path(path, search_dirs) -> Path:
 def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
     problems = []
     if not resolve_path(config["generation"]["prompts"], search_dirs).is_file():
-        problems.append(f"generation.prompts = {config['generation']['prompts']!r}: no such file "
-                        f"(a YAML file with a `prompts:` list, like config/prompts.yaml)")
+        problems.append(
+            f"generation.prompts = {config['generation']['prompts']!r}: no such file "
+            f"(a YAML file with a `prompts:` list, like config/prompts.yaml)"
+        )
     embedded = config["base_model"]["embedded"]
     if embedded["hidden_size"] % embedded["num_attention_heads"]:
-        problems.append(f"base_model.embedded.hidden_size = {embedded['hidden_size']}: must be a multiple of "
-                        f"num_attention_heads ({embedded['num_attention_heads']})")
+        problems.append(
+            f"base_model.embedded.hidden_size = {embedded['hidden_size']}: must be a multiple of "
+            f"num_attention_heads ({embedded['num_attention_heads']})"
+        )
     if embedded["num_attention_heads"] % embedded["num_key_value_heads"]:
-        problems.append(f"base_model.embedded.num_key_value_heads = {embedded['num_key_value_heads']}: must divide "
-                        f"num_attention_heads ({embedded['num_attention_heads']})")
+        problems.append(
+            f"base_model.embedded.num_key_value_heads = {embedded['num_key_value_heads']}: must divide "
+            f"num_attention_heads ({embedded['num_attention_heads']})"
+        )
     if embedded["pretrain_seq_length"] > embedded["max_position_embeddings"]:
-        problems.append(f"base_model.embedded.pretrain_seq_length = {embedded['pretrain_seq_length']}: must be <= "
-                        f"max_position_embeddings ({embedded['max_position_embeddings']})")
+        problems.append(
+            f"base_model.embedded.pretrain_seq_length = {embedded['pretrain_seq_length']}: must be <= "
+            f"max_position_embeddings ({embedded['max_position_embeddings']})"
+        )
     for run in config["runs"]:
         training = run_settings(config, run)["training"]
         if training["fp16"] and training["bf16"]:
             problems.append(f"runs.{run}: training.fp16 and training.bf16 are both true; choose one")
         if training["drop_padding_mask"] and training["lm_head_loss"] != "full_logits":
-            problems.append(f"runs.{run}: training.drop_padding_mask: true needs lm_head_loss: full_logits (TRL's "
-                            f"chunked head reads the mask to count tokens); set one of them")
+            problems.append(
+                f"runs.{run}: training.drop_padding_mask: true needs lm_head_loss: full_logits (TRL's "
+                f"chunked head reads the mask to count tokens); set one of them"
+            )
     return problems
 
 
@@ -132,8 +144,9 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         close = sorted({m for k in extra for m in difflib.get_close_matches(str(k), allowed, n=2)})
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return f"unknown key {keys}{hint}; allowed here: {_short_list(allowed)}"
-    if kind == "propertyNames" or (error.absolute_path and error.absolute_path[0] == "runs"
-                                   and kind in ("pattern", "not")):
+    if kind == "propertyNames" or (
+        error.absolute_path and error.absolute_path[0] == "runs" and kind in ("pattern", "not")
+    ):
         return f"run name {value!r} is not allowed: use {RUN_NAME_RULE}"
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message

@@ -36,8 +36,9 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?
 _HUB_TOKEN = re.compile(r"hf_[A-Za-z0-9]{8,}")
 _COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 _MISSING = object()  # a record without the text field
-_USE_INSTEAD = ("use a local file (.json, .jsonl, .csv, .parquet) or folder, or `data.name: embedded` "
-                "(the offline default)")
+_USE_INSTEAD = (
+    "use a local file (.json, .jsonl, .csv, .parquet) or folder, or `data.name: embedded` (the offline default)"
+)
 
 
 class DataError(FtcompareError):
@@ -61,8 +62,9 @@ class DataSpec:
     @classmethod
     def from_config(cls, config: dict) -> "DataSpec":
         """From the validated full config (defaults filled in)."""
-        return cls.from_section(config["data"], seed=config["seed"],
-                                max_seq_length=config["training"]["max_seq_length"])
+        return cls.from_section(
+            config["data"], seed=config["seed"], max_seq_length=config["training"]["max_seq_length"]
+        )
 
     @classmethod
     def from_section(cls, data: dict, seed: int, max_seq_length: int) -> "DataSpec":
@@ -71,10 +73,17 @@ class DataSpec:
         The rule leaves out `embedded_rows` when the source is not `embedded`, so that changing it
         reruns nothing then.
         """
-        return cls(name=data["name"], revision=data["revision"], split=data["split"],
-                   text_column=data["text_column"], eval_fraction=data["eval_fraction"],
-                   max_rows=data["max_rows"], embedded_rows=data.get("embedded_rows"), seed=seed,
-                   max_seq_length=max_seq_length)
+        return cls(
+            name=data["name"],
+            revision=data["revision"],
+            split=data["split"],
+            text_column=data["text_column"],
+            eval_fraction=data["eval_fraction"],
+            max_rows=data["max_rows"],
+            embedded_rows=data.get("embedded_rows"),
+            seed=seed,
+            max_seq_length=max_seq_length,
+        )
 
 
 @dataclass
@@ -96,8 +105,10 @@ def source_kind(name: str) -> str:
     path = Path(name).expanduser()
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
-            raise DataError(f"data.name = {name!r}: unsupported file type {path.suffix or '(none)'!r}; "
-                            f"allowed: {', '.join(FILE_SUFFIXES)}, or a folder")
+            raise DataError(
+                f"data.name = {name!r}: unsupported file type {path.suffix or '(none)'!r}; "
+                f"allowed: {', '.join(FILE_SUFFIXES)}, or a folder"
+            )
         return "local_file"
     if path.is_dir():
         return "local_folder"
@@ -105,8 +116,10 @@ def source_kind(name: str) -> str:
         raise DataError(f"data.name = {name!r}: no such file or folder ({path.resolve()})")
     if _HUB_ID.match(name):
         return "hub"
-    raise DataError(f"data.name = {name!r}: not `embedded`, not an existing file or folder, and not a "
-                    f"Hugging Face hub id (owner/name)")
+    raise DataError(
+        f"data.name = {name!r}: not `embedded`, not an existing file or folder, and not a "
+        f"Hugging Face hub id (owner/name)"
+    )
 
 
 def load_texts(spec: DataSpec) -> LoadedData:
@@ -144,14 +157,16 @@ def check_text_rows(columns: list[str], values: list | None, text_column: str, w
     if values is None:
         if not columns:
             raise DataError(f"{where} has no rows")
-        raise DataError(f"{where} has no column {text_column!r} (data.text_column); "
-                        f"its columns: {', '.join(map(str, columns))}")
+        raise DataError(
+            f"{where} has no column {text_column!r} (data.text_column); its columns: {', '.join(map(str, columns))}"
+        )
     if not values:
         raise DataError(f"{where} has no rows")
     for index, value in enumerate(values):
         if not isinstance(value, str):
-            raise DataError(f"{where}: row index {index}: column {text_column!r} holds "
-                            f"{_describe_value(value)}, not a string")
+            raise DataError(
+                f"{where}: row index {index}: column {text_column!r} holds {_describe_value(value)}, not a string"
+            )
     return values
 
 
@@ -170,9 +185,11 @@ def split_texts(texts: list[str], eval_fraction: float, seed: int) -> tuple[list
     n_rows = len(texts)
     n_eval = max(1, round(n_rows * eval_fraction))
     if n_eval >= n_rows:
-        raise DataError(f"{n_rows} row{'s' if n_rows != 1 else ''} cannot be split into train and eval with "
-                        f"data.eval_fraction = {eval_fraction}: each needs at least one row; "
-                        f"use more rows (data.max_rows, data.embedded_rows) or a smaller eval_fraction")
+        raise DataError(
+            f"{n_rows} row{'s' if n_rows != 1 else ''} cannot be split into train and eval with "
+            f"data.eval_fraction = {eval_fraction}: each needs at least one row; "
+            f"use more rows (data.max_rows, data.embedded_rows) or a smaller eval_fraction"
+        )
     ranked = sorted(range(n_rows), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
     eval_rows = set(ranked[:n_eval])
     train = [text for i, text in enumerate(texts) if i not in eval_rows]
@@ -197,8 +214,9 @@ def token_lengths(tokenizer, texts: list[str]) -> list[int]:
     """Tokens per text as training counts them: the tokenizer's default special tokens, no truncation."""
     lengths = []
     for start in range(0, len(texts), TOKENIZE_BATCH_SIZE):
-        encoded = tokenizer(texts[start:start + TOKENIZE_BATCH_SIZE], add_special_tokens=True,
-                            truncation=False, verbose=False)
+        encoded = tokenizer(
+            texts[start : start + TOKENIZE_BATCH_SIZE], add_special_tokens=True, truncation=False, verbose=False
+        )
         lengths.extend(len(ids) for ids in encoded["input_ids"])
     return lengths
 
@@ -227,9 +245,10 @@ def prepare_data(spec: DataSpec, tokenizer, train_path, eval_path, card_path) ->
         if dropped_empty:
             log.warning("dropped %d empty or whitespace-only rows", dropped_empty)
         if not texts:
-            raise DataError(f"data.name = {spec.name!r}: every one of its {len(loaded.texts)} rows is empty "
-                            f"or whitespace")
-        kept = texts[:spec.max_rows] if spec.max_rows is not None else texts
+            raise DataError(
+                f"data.name = {spec.name!r}: every one of its {len(loaded.texts)} rows is empty or whitespace"
+            )
+        kept = texts[: spec.max_rows] if spec.max_rows is not None else texts
         if len(kept) < len(texts):
             log.info("kept the first %d of %d rows (data.max_rows)", len(kept), len(texts))
         train, evaluation = split_texts(kept, spec.eval_fraction, spec.seed)
@@ -286,8 +305,9 @@ def read_data_folder(path: Path, split: str):
         if _is_unknown_split(error):
             raise DataError(f"{path} has no split {split!r} (data.split): {_reason(error)}") from None
         _raise_first_unreadable_file(path)
-        raise DataError(f"{path}: datasets.load_dataset could not load the folder: "
-                        f"{_reason(error, innermost=True)}") from None
+        raise DataError(
+            f"{path}: datasets.load_dataset could not load the folder: {_reason(error, innermost=True)}"
+        ) from None
 
 
 def load_hub_dataset(name: str, revision: str | None, split: str):
@@ -302,7 +322,8 @@ def load_hub_dataset(name: str, revision: str | None, split: str):
         if _is_unreachable(error):
             raise DataError(
                 f"data.name = {name!r}: could not load it from the Hugging Face hub: the network or the hub "
-                f"cache was unreachable, or no data set has that id ({_reason(error)}); {_USE_INSTEAD}") from None
+                f"cache was unreachable, or no data set has that id ({_reason(error)}); {_USE_INSTEAD}"
+            ) from None
         raise DataError(f"data.name = {name!r}: could not load the hub data set: {_reason(error)}") from None
 
 
@@ -319,8 +340,7 @@ def resolved_hub_revision(dataset, requested: str | None) -> str | None:
     return requested
 
 
-def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: dict[str, list[str]],
-               tokenizer) -> dict:
+def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: dict[str, list[str]], tokenizer) -> dict:
     lengths = {name: token_lengths(tokenizer, texts) for name, texts in splits.items()}
     # Rows longer than max_seq_length stay as they are: training truncates them, the card counts them.
     truncated = {name: sum(n > spec.max_seq_length for n in values) for name, values in lengths.items()}
@@ -334,30 +354,36 @@ def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: d
     if loaded.source == EMBEDDED:
         card["python_version"] = python_version()
         card["embedded_rows"] = spec.embedded_rows
-    card.update({
-        "seed": spec.seed,
-        "eval_fraction": spec.eval_fraction,
-        "max_rows": spec.max_rows,
-        # Of the rows written, train then eval: training keys its checkpoints on it, so it must
-        # change whenever either output does (a new eval_fraction or seed included).
-        "fingerprint": fingerprint(splits["train"], splits["eval"]),
-        "rows": {
-            "loaded": len(loaded.texts),
-            "dropped_empty": dropped_empty,
-            "dropped_over_max_rows": len(loaded.texts) - dropped_empty - sum(map(len, splits.values())),
-            "train": len(splits["train"]),
-            "eval": len(splits["eval"]),
-        },
-        "max_seq_length": spec.max_seq_length,
-        "token_length": {name: length_stats(values) for name, values in lengths.items()},
-        "truncated_rows": truncated,
-    })
+    card.update(
+        {
+            "seed": spec.seed,
+            "eval_fraction": spec.eval_fraction,
+            "max_rows": spec.max_rows,
+            # Of the rows written, train then eval: training keys its checkpoints on it, so it must
+            # change whenever either output does (a new eval_fraction or seed included).
+            "fingerprint": fingerprint(splits["train"], splits["eval"]),
+            "rows": {
+                "loaded": len(loaded.texts),
+                "dropped_empty": dropped_empty,
+                "dropped_over_max_rows": len(loaded.texts) - dropped_empty - sum(map(len, splits.values())),
+                "train": len(splits["train"]),
+                "eval": len(splits["eval"]),
+            },
+            "max_seq_length": spec.max_seq_length,
+            "token_length": {name: length_stats(values) for name, values in lengths.items()},
+            "truncated_rows": truncated,
+        }
+    )
     return card
 
 
 def _looks_like_path(name: str) -> bool:
-    return (name.startswith(("./", "../", "/", "~", ".\\", "..\\")) or name.endswith(("/", "\\"))
-            or name.lower().endswith(FILE_SUFFIXES) or name.count("/") > 1)
+    return (
+        name.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or name.endswith(("/", "\\"))
+        or name.lower().endswith(FILE_SUFFIXES)
+        or name.count("/") > 1
+    )
 
 
 def _read_utf8(path: Path) -> str:
@@ -365,8 +391,10 @@ def _read_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}: "
-                        f"{error.reason}); save it as UTF-8") from None
+        raise DataError(
+            f"{path}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start}: "
+            f"{error.reason}); save it as UTF-8"
+        ) from None
 
 
 def _parse_json(path: Path, text: str) -> list:
@@ -397,8 +425,10 @@ def _records_column(path: Path, records: list, text_column: str) -> tuple[list[s
     columns: dict[str, None] = {}
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise DataError(f"{path}: record index {index} is {_describe_value(record)}; "
-                            f"expected an object with a {text_column!r} field")
+            raise DataError(
+                f"{path}: record index {index} is {_describe_value(record)}; "
+                f"expected an object with a {text_column!r} field"
+            )
         columns.update(dict.fromkeys(record))
     if text_column not in columns:
         return list(columns), None
@@ -419,8 +449,9 @@ def _read_csv(path: Path, text: str, text_column: str) -> tuple[list[str], list 
             if not row:
                 continue
             if len(row) > len(header):
-                raise DataError(f"{path}: not valid CSV: line {reader.line_num} has {len(row)} fields, "
-                                f"the header has {len(header)}")
+                raise DataError(
+                    f"{path}: not valid CSV: line {reader.line_num} has {len(row)} fields, the header has {len(header)}"
+                )
             # A row with fewer fields than the header has no text: it counts as empty, not as a type error.
             values.append(row[column] if column < len(row) else "")
     except csv.Error as error:
@@ -455,9 +486,13 @@ def _dataset_column(dataset, text_column: str, where: str) -> tuple[list[str], l
 
 def _folder_files(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
     """The files under `path` with one of `suffixes`, hidden files and folders left out, sorted."""
-    return sorted(file for file in path.rglob("*")
-                  if file.is_file() and file.suffix.lower() in suffixes
-                  and not any(part.startswith(".") for part in file.relative_to(path).parts))
+    return sorted(
+        file
+        for file in path.rglob("*")
+        if file.is_file()
+        and file.suffix.lower() in suffixes
+        and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    )
 
 
 def _raise_first_unreadable_file(path: Path) -> None:

@@ -23,13 +23,14 @@ def resolve_device(requested: str) -> str:
         raise FtcompareError(
             "device = 'cuda' but torch sees no GPU (torch.cuda.is_available() is False; torch "
             f"{torch.__version__}, built for {torch_build()}). Install a CUDA or ROCm build of torch, "
-            "check CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES, or set `device: auto` to allow the CPU.")
+            "check CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES, or set `device: auto` to allow the CPU."
+        )
     log.warning("no GPU visible to torch: running on the CPU (set `device: cuda` to require a GPU)")
     return "cpu"
 
 
 def torch_build() -> str:
-    """"ROCm x.y", "CUDA x.y" or "CPU": what this torch was compiled for."""
+    """ "ROCm x.y", "CUDA x.y" or "CPU": what this torch was compiled for."""
     if getattr(torch.version, "hip", None):
         return f"ROCm {torch.version.hip}"
     if torch.version.cuda:
@@ -41,6 +42,7 @@ def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
     import platform
+
     return platform.processor() or platform.machine() or "cpu"
 
 

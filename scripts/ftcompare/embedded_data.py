@@ -17,20 +17,117 @@ from ftcompare.errors import FtcompareError
 # platform (modules such as os, locale or selectors, which define some names only on some systems,
 # are left out). Sorted; the order feeds the seeded sample.
 STDLIB_MODULES = (
-    "abc", "argparse", "ast", "base64", "bisect", "calendar", "cmd", "code", "codecs", "collections",
-    "collections.abc", "colorsys", "concurrent.futures", "configparser", "contextlib", "copy", "csv",
-    "dataclasses", "datetime", "decimal", "difflib", "dis", "email.headerregistry", "email.message",
-    "email.parser", "email.policy", "email.utils", "enum", "filecmp", "fileinput", "fnmatch", "fractions",
-    "ftplib", "functools", "getopt", "gettext", "glob", "graphlib", "gzip", "hashlib", "heapq", "hmac",
-    "html", "html.parser", "http.client", "http.cookiejar", "http.cookies", "imaplib", "importlib",
-    "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "logging",
-    "logging.handlers", "mailbox", "math", "mimetypes", "netrc", "numbers", "operator", "optparse",
-    "pathlib", "pickle", "pkgutil", "plistlib", "poplib", "pprint", "queue", "quopri", "random", "re",
-    "reprlib", "sched", "secrets", "shlex", "smtplib", "statistics", "string", "stringprep",
-    "struct", "symtable", "tarfile", "tempfile", "textwrap", "threading", "timeit", "tokenize", "tomllib",
-    "trace", "traceback", "types", "typing", "unittest", "urllib.parse", "urllib.request",
-    "urllib.robotparser", "uuid", "warnings", "wave", "weakref", "wsgiref.util",
-    "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax.saxutils", "zipapp", "zipfile", "zipimport",
+    "abc",
+    "argparse",
+    "ast",
+    "base64",
+    "bisect",
+    "calendar",
+    "cmd",
+    "code",
+    "codecs",
+    "collections",
+    "collections.abc",
+    "colorsys",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "dis",
+    "email.headerregistry",
+    "email.message",
+    "email.parser",
+    "email.policy",
+    "email.utils",
+    "enum",
+    "filecmp",
+    "fileinput",
+    "fnmatch",
+    "fractions",
+    "ftplib",
+    "functools",
+    "getopt",
+    "gettext",
+    "glob",
+    "graphlib",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "html.parser",
+    "http.client",
+    "http.cookiejar",
+    "http.cookies",
+    "imaplib",
+    "importlib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "keyword",
+    "linecache",
+    "logging",
+    "logging.handlers",
+    "mailbox",
+    "math",
+    "mimetypes",
+    "netrc",
+    "numbers",
+    "operator",
+    "optparse",
+    "pathlib",
+    "pickle",
+    "pkgutil",
+    "plistlib",
+    "poplib",
+    "pprint",
+    "queue",
+    "quopri",
+    "random",
+    "re",
+    "reprlib",
+    "sched",
+    "secrets",
+    "shlex",
+    "smtplib",
+    "statistics",
+    "string",
+    "stringprep",
+    "struct",
+    "symtable",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "timeit",
+    "tokenize",
+    "tomllib",
+    "trace",
+    "traceback",
+    "types",
+    "typing",
+    "unittest",
+    "urllib.parse",
+    "urllib.request",
+    "urllib.robotparser",
+    "uuid",
+    "warnings",
+    "wave",
+    "weakref",
+    "wsgiref.util",
+    "xml.dom.minidom",
+    "xml.etree.ElementTree",
+    "xml.sax.saxutils",
+    "zipapp",
+    "zipfile",
+    "zipimport",
     "zoneinfo",
 )
 
@@ -67,9 +164,14 @@ def build_embedded_texts(n_rows: int, seed: int) -> list[str]:
     if n_rows > len(entries):
         raise FtcompareError(
             f"data.embedded_rows = {n_rows}: the embedded data set has only {len(entries)} rows on Python "
-            f"{python_version()}" + (" (docstrings are stripped: Python runs with -OO or PYTHONOPTIMIZE=2)"
-                                     if sys.flags.optimize >= 2 else "")
-            + f"; use at most {len(entries)} or another data set (data.name)")
+            f"{python_version()}"
+            + (
+                " (docstrings are stripped: Python runs with -OO or PYTHONOPTIMIZE=2)"
+                if sys.flags.optimize >= 2
+                else ""
+            )
+            + f"; use at most {len(entries)} or another data set (data.name)"
+        )
     rng = random.Random(seed)
     chosen = rng.sample(entries, n_rows)
     rows = []
@@ -131,8 +233,11 @@ def clean_docstring(doc, short_name: str) -> str | None:
         if not lines:
             continue
         # Examples, tables, parameter lists and headings read badly as one line: stop before them.
-        if re.fullmatch(r"\w+", lines[0]) or lines[0].endswith("::") \
-                or lines[0].startswith(("..", ":", "-", "*", "|", "+", "=")):
+        if (
+            re.fullmatch(r"\w+", lines[0])
+            or lines[0].endswith("::")
+            or lines[0].startswith(("..", ":", "-", "*", "|", "+", "="))
+        ):
             break
         cut = next((i for i, line in enumerate(lines) if line.startswith(">>>") or _TABLE_ROW.search(line)), None)
         lines = lines[:cut]
@@ -148,7 +253,7 @@ def clean_docstring(doc, short_name: str) -> str | None:
     answer = re.sub(r"\s+", " ", " ".join(paragraphs)).strip()
     if answer.endswith(":"):  # it introduced an example or a list that was left out
         sentence_end = answer.rfind(". ")
-        answer = answer[:sentence_end + 1] if sentence_end > 0 else answer[:-1].rstrip() + "."
+        answer = answer[: sentence_end + 1] if sentence_end > 0 else answer[:-1].rstrip() + "."
     if len(answer.split()) < MIN_ANSWER_WORDS or any(marker in answer for marker in CHAT_MARKERS):
         return None
     return _shorten(answer, MAX_ANSWER_CHARS)
@@ -160,17 +265,16 @@ def _shorten(text: str, limit: int) -> str:
         return text
     sentence_end = text[:limit].rfind(". ")
     if sentence_end >= limit // 3:
-        return text[:sentence_end + 1]
-    cut = text[:limit - len(" ...")]
-    return cut[:cut.rfind(" ")].rstrip(",;:") + " ..."
+        return text[: sentence_end + 1]
+    cut = text[: limit - len(" ...")]
+    return cut[: cut.rfind(" ")].rstrip(",;:") + " ..."
 
 
 def _public_members(module) -> list[tuple[str, object]]:
     """The module's public API: its `__all__`, else the public names it defines itself."""
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [name for name, obj in vars(module).items()
-                 if getattr(obj, "__module__", None) == module.__name__]
+        names = [name for name, obj in vars(module).items() if getattr(obj, "__module__", None) == module.__name__]
     members = []
     for name in sorted(set(names)):
         obj = getattr(module, name, None)
@@ -187,7 +291,11 @@ def _public_methods(cls) -> list[tuple[str, object]]:
             continue
         if isinstance(raw, (classmethod, staticmethod)):
             raw = raw.__func__
-        if callable(raw) or isinstance(raw, property) or inspect.ismethoddescriptor(raw) \
-                or inspect.isdatadescriptor(raw):
+        if (
+            callable(raw)
+            or isinstance(raw, property)
+            or inspect.ismethoddescriptor(raw)
+            or inspect.isdatadescriptor(raw)
+        ):
             methods.append((name, raw))
     return methods

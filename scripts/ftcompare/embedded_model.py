@@ -34,7 +34,9 @@ WARMUP_FRACTION = 0.05
 
 # Modules whose module and class docstrings are the pretraining prose. Pure-Python or always
 # built-in on every platform CPython supports; none prints, opens windows or warns on import.
-PRETRAINING_MODULES = tuple(sorted("""
+PRETRAINING_MODULES = tuple(
+    sorted(
+        """
     abc argparse ast asyncio base64 bdb binascii bisect bz2 calendar cmd code codecs collections
     colorsys concurrent.futures configparser contextlib copy csv dataclasses datetime decimal
     difflib dis doctest email email.message enum filecmp fileinput fnmatch fractions ftplib
@@ -47,7 +49,9 @@ PRETRAINING_MODULES = tuple(sorted("""
     textwrap threading timeit tokenize trace traceback tracemalloc types typing unittest
     unittest.mock urllib.parse urllib.request uuid warnings wave weakref xml.dom.minidom
     xml.etree.ElementTree zipapp zipfile zoneinfo
-""".split()))
+""".split()
+    )
+)
 
 
 def pretraining_texts() -> list[str]:
@@ -77,8 +81,12 @@ def _docstrings_of(module) -> list[str]:
     docs = [inspect.getdoc(module)]
     for name, value in sorted(vars(module).items()):
         # The class's own docstring only: inspect.getdoc would repeat a base class's for each subclass.
-        if (inspect.isclass(value) and not name.startswith("_") and value.__module__ == module.__name__
-                and isinstance(value.__doc__, str)):
+        if (
+            inspect.isclass(value)
+            and not name.startswith("_")
+            and value.__module__ == module.__name__
+            and isinstance(value.__doc__, str)
+        ):
             docs.append(inspect.cleandoc(value.__doc__))
     return [doc for doc in docs if doc and doc.strip()]
 
@@ -143,21 +151,27 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
     """
     log = log or logging.getLogger(__name__).info
     if spec.pretrain_seq_length > spec.max_position_embeddings:
-        raise FtcompareError(f"base_model.embedded.pretrain_seq_length = {spec.pretrain_seq_length}: must be at "
-                             f"most max_position_embeddings ({spec.max_position_embeddings})")
+        raise FtcompareError(
+            f"base_model.embedded.pretrain_seq_length = {spec.pretrain_seq_length}: must be at "
+            f"most max_position_embeddings ({spec.max_position_embeddings})"
+        )
     started = time.perf_counter()
     _seed_everything(spec.seed)
     texts = pretraining_texts()
     tokenizer = train_tokenizer(texts, spec.vocab_size)
-    log(f"embedded model: tokenizer of {len(tokenizer)} tokens trained on {len(texts)} documents "
-        f"({sum(map(len, texts))} characters) from Python {platform.python_version()}")
+    log(
+        f"embedded model: tokenizer of {len(tokenizer)} tokens trained on {len(texts)} documents "
+        f"({sum(map(len, texts))} characters) from Python {platform.python_version()}"
+    )
     blocks = _packed_blocks(texts, tokenizer, spec.pretrain_seq_length)
     # Set after packing: whole documents are longer than the model's context and must not warn.
     tokenizer.model_max_length = spec.max_position_embeddings
     model = transformers.LlamaForCausalLM(_llama_config(spec, tokenizer))
     parameter_count = count_parameters(model)
-    log(f"embedded model: {parameter_count:,} parameters; pretraining {spec.pretrain_steps} steps on "
-        f"{len(blocks)} blocks of {spec.pretrain_seq_length} tokens, batch {spec.pretrain_batch_size}")
+    log(
+        f"embedded model: {parameter_count:,} parameters; pretraining {spec.pretrain_steps} steps on "
+        f"{len(blocks)} blocks of {spec.pretrain_seq_length} tokens, batch {spec.pretrain_batch_size}"
+    )
     pretrain_started = time.perf_counter()
     loss_curve = _pretrain(model, blocks, spec, log)
     pretrain_seconds = time.perf_counter() - pretrain_started
@@ -197,8 +211,10 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    log(f"embedded model: saved to {out_dir} (pretrain loss {card['pretrain_loss_first']} -> "
-        f"{card['pretrain_loss_last']}, {card['build_seconds']:.1f} s)")
+    log(
+        f"embedded model: saved to {out_dir} (pretrain loss {card['pretrain_loss_first']} -> "
+        f"{card['pretrain_loss_last']}, {card['build_seconds']:.1f} s)"
+    )
     return card
 
 
@@ -233,8 +249,10 @@ def _packed_blocks(texts: list[str], tokenizer, seq_length: int) -> torch.Tensor
         stream.append(tokenizer.eos_token_id)
     rows = len(stream) // seq_length
     if rows == 0:
-        raise FtcompareError(f"base_model.embedded.pretrain_seq_length = {seq_length}: longer than all the "
-                             f"pretraining text ({len(stream)} tokens)")
+        raise FtcompareError(
+            f"base_model.embedded.pretrain_seq_length = {seq_length}: longer than all the "
+            f"pretraining text ({len(stream)} tokens)"
+        )
     return torch.tensor(stream[: rows * seq_length], dtype=torch.long).view(rows, seq_length)
 
 
@@ -247,8 +265,9 @@ def _pretrain(model, blocks: torch.Tensor, spec: EmbeddedModelSpec, log) -> list
     if steps == 0:
         return []
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.pretrain_learning_rate,
-                                  betas=(0.9, 0.95), weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=spec.pretrain_learning_rate, betas=(0.9, 0.95), weight_decay=0.01
+    )
     warmup = max(1, round(steps * WARMUP_FRACTION))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, steps))
     batches = _batch_indices(len(blocks), spec.pretrain_batch_size, spec.seed)

@@ -45,10 +45,25 @@ IGNORE_INDEX = -100
 # Attention kernels that build a dense mask from position_ids (rather than varlen boundaries).
 DENSE_MASK_ATTENTION = ("sdpa", "eager")
 # The training keys that decide speed or numerics, as metrics.json's `options` reports them.
-OPTION_KEYS = ("packing", "drop_padding_mask", "lm_head_loss", "torch_compile", "bf16", "fp16",
-               "gradient_checkpointing", "attn_implementation", "optim", "group_by_length",
-               "per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type",
-               "warmup_ratio", "max_grad_norm", "weight_decay")
+OPTION_KEYS = (
+    "packing",
+    "drop_padding_mask",
+    "lm_head_loss",
+    "torch_compile",
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "attn_implementation",
+    "optim",
+    "group_by_length",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_seq_length",
+    "lr_scheduler_type",
+    "warmup_ratio",
+    "max_grad_norm",
+    "weight_decay",
+)
 
 
 def resolve_bf16(setting, device: str) -> bool:
@@ -69,13 +84,18 @@ def resolve_torch_compile(setting, device: str) -> tuple[bool, str]:
     missing = _missing_kernel_toolchain(device)
     if setting is True:
         if missing:
-            raise FtcompareError(f"training.torch_compile: true, but {missing}. Install it, or set "
-                                 "torch_compile to auto (compile where possible) or false.")
+            raise FtcompareError(
+                f"training.torch_compile: true, but {missing}. Install it, or set "
+                "torch_compile to auto (compile where possible) or false."
+            )
         return True, "asked for in the config"
     if missing:
         return False, f"auto: {missing}"
-    return True, ("auto: Triton is installed" if device == "cuda"
-                  else f"auto: inductor builds CPU kernels with {shutil.which(inductor_cpp_compiler())}")
+    return True, (
+        "auto: Triton is installed"
+        if device == "cuda"
+        else f"auto: inductor builds CPU kernels with {shutil.which(inductor_cpp_compiler())}"
+    )
 
 
 def _missing_kernel_toolchain(device: str) -> str | None:
@@ -91,7 +111,7 @@ def _missing_kernel_toolchain(device: str) -> str | None:
 
 
 def inductor_cpp_compiler() -> str:
-    """The compiler inductor runs for CPU kernels (torch._inductor.config.cpp.cxx): $CXX, else g++ (clang++ on macOS)."""
+    """The compiler inductor runs for CPU kernels (torch._inductor.config.cpp.cxx): $CXX, else g++ (clang++, macOS)."""
     return os.environ.get("CXX", "clang++" if sys.platform == "darwin" else "g++")
 
 
@@ -137,8 +157,8 @@ class PackedRowsCollator:
             lengths = [int(n) for n in feature.get("seq_lengths", [len(ids)])]
             if sum(lengths) != len(ids):
                 raise ValueError(f"packed row {row}: seq_lengths add up to {sum(lengths)}, input_ids has {len(ids)}")
-            input_ids[row, :len(ids)] = ids
-            labels[row, :len(ids)] = ids
+            input_ids[row, : len(ids)] = ids
+            labels[row, : len(ids)] = ids
             position_ids[row] = _restarting_positions(lengths + [width - len(ids)])
             starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
             labels[row, starts] = IGNORE_INDEX
@@ -187,5 +207,10 @@ def full_logits_loss(trainer, model, inputs, return_outputs=False, num_items_in_
     use_cache=False as SFTTrainer's own passes it, whatever the model's config says: with a cache,
     transformers would not read packed sequences' boundaries from position_ids.
     """
-    return transformers.Trainer.compute_loss(trainer, model, {**inputs, "use_cache": False},
-                                             return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+    return transformers.Trainer.compute_loss(
+        trainer,
+        model,
+        {**inputs, "use_cache": False},
+        return_outputs=return_outputs,
+        num_items_in_batch=num_items_in_batch,
+    )

@@ -33,8 +33,12 @@ def shape_of(model) -> ModelShape:
     adapter = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
     total = sum(p.numel() for p in base.parameters())
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
-    return ModelShape(matmul_params=total - adapter - embedding.numel(), num_layers=config.num_hidden_layers,
-                      hidden_size=config.hidden_size, adapter_params=adapter)
+    return ModelShape(
+        matmul_params=total - adapter - embedding.numel(),
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        adapter_params=adapter,
+    )
 
 
 def training_flops(shape: ModelShape, sequence_lengths, method: str) -> float:

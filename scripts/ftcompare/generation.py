@@ -31,19 +31,20 @@ def format_prompt(prompt: str) -> str:
     return f"<s>[INST] {prompt} [/INST]"
 
 
-def load_generation_model(base_model, run_model, method: str, merge_lora: bool, dtype: str,
-                          trust_remote_code: bool, device: str):
+def load_generation_model(
+    base_model, run_model, method: str, merge_lora: bool, dtype: str, trust_remote_code: bool, device: str
+):
     """The base model, a full fine-tune, or the base with a LoRA adapter (merged, as the blog did)."""
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     source = run_model if method == "full" else base_model
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, trust_remote_code=trust_remote_code)
     if method == "lora":
         model = PeftModel.from_pretrained(model, str(run_model))
         if merge_lora:
             model = model.merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(str(run_model if method != "base" else base_model),
-                                              trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(run_model if method != "base" else base_model), trust_remote_code=trust_remote_code
+    )
     model.to("cuda" if device == "cuda" else "cpu")
     model.eval()
     return model, tokenizer
@@ -75,7 +76,7 @@ def generate_outputs(model, tokenizer, prompts: list[str], settings: dict, seed:
     records = []
     batch_size = settings["batch_size"]
     for start in range(0, len(prompts), batch_size):
-        batch_prompts = prompts[start:start + batch_size]
+        batch_prompts = prompts[start : start + batch_size]
         formatted = [format_prompt(p) for p in batch_prompts]
         encoded = tokenizer(formatted, return_tensors="pt", padding=True).to(device)
         torch.manual_seed(seed)
@@ -83,20 +84,22 @@ def generate_outputs(model, tokenizer, prompts: list[str], settings: dict, seed:
         with torch.inference_mode():
             generated = model.generate(**encoded, generation_config=config)
         seconds = time.perf_counter() - began
-        new_ids = generated[:, encoded["input_ids"].shape[1]:]
+        new_ids = generated[:, encoded["input_ids"].shape[1] :]
         for offset, (prompt, text_prompt, ids) in enumerate(zip(batch_prompts, formatted, new_ids)):
             kept = _until_eos(ids.tolist(), tokenizer.eos_token_id, tokenizer.pad_token_id)
-            records.append({
-                "model": model_name,
-                "prompt_id": start + offset,
-                "prompt": prompt,
-                "formatted_prompt": text_prompt,
-                "output": tokenizer.decode(kept, skip_special_tokens=True).strip(),
-                "new_tokens": len(kept),
-                "seconds": seconds / len(batch_prompts),
-                "batch_seconds": seconds,
-                "batch_size": len(batch_prompts),
-            })
+            records.append(
+                {
+                    "model": model_name,
+                    "prompt_id": start + offset,
+                    "prompt": prompt,
+                    "formatted_prompt": text_prompt,
+                    "output": tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                    "new_tokens": len(kept),
+                    "seconds": seconds / len(batch_prompts),
+                    "batch_seconds": seconds,
+                    "batch_size": len(batch_prompts),
+                }
+            )
         log.info("%s: generated %d prompts in %.2f s", model_name, len(batch_prompts), seconds)
     return records
 
@@ -105,7 +108,7 @@ def _until_eos(ids: list[int], eos_id: int | None, pad_id: int | None) -> list[i
     """The generated ids up to and including the first end-of-sequence token."""
     for index, token in enumerate(ids):
         if token == eos_id:
-            return ids[:index + 1]
+            return ids[: index + 1]
     if pad_id is not None and pad_id != eos_id:
         while ids and ids[-1] == pad_id:
             ids = ids[:-1]

@@ -47,8 +47,9 @@ def run_script(main, smk) -> None:
         if isinstance(error, SystemExit) and not error.code:
             raise
         traceback.print_exc()
-        _tell_console(console_fd, f"ftcompare: rule {rule} failed: {type(error).__name__}: {error}\n"
-                                  f"(traceback in {smk.log[0]})\n")
+        _tell_console(
+            console_fd, f"ftcompare: rule {rule} failed: {type(error).__name__}: {error}\n(traceback in {smk.log[0]})\n"
+        )
         raise
 
 

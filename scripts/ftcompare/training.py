@@ -29,8 +29,14 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import (WithoutPaddingMask, resolve_bf16, resolve_torch_compile, training_collator,
-                                 training_options, use_lm_head_loss)
+from ftcompare.fast_path import (
+    WithoutPaddingMask,
+    resolve_bf16,
+    resolve_torch_compile,
+    training_collator,
+    training_options,
+    use_lm_head_loss,
+)
 
 log = logging.getLogger("ftcompare.training")
 
@@ -188,8 +194,9 @@ class ProgressRecorder(TrainerCallback, ExportableState):
         # A checkpoint from before this callback saved state has no entry, and saving would fail.
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
         self.start = time.perf_counter()
-        self.steps.append((state.global_step, 0.0, self.counter.samples, self.counter.tokens,
-                           self.counter.nonpad_tokens))
+        self.steps.append(
+            (state.global_step, 0.0, self.counter.samples, self.counter.tokens, self.counter.nonpad_tokens)
+        )
         self._previous_sigterm_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         self._sigterm_handler_installed = True
 
@@ -197,8 +204,15 @@ class ProgressRecorder(TrainerCallback, ExportableState):
         self.sigterm_received = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.steps.append((state.global_step, time.perf_counter() - self.start, self.counter.samples,
-                           self.counter.tokens, self.counter.nonpad_tokens))
+        self.steps.append(
+            (
+                state.global_step,
+                time.perf_counter() - self.start,
+                self.counter.samples,
+                self.counter.tokens,
+                self.counter.nonpad_tokens,
+            )
+        )
         if self.sigterm_received:
             control.should_save = True
             control.should_training_stop = True
@@ -262,8 +276,9 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
     return [rows[step] for step in sorted(rows)]
 
 
-def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_remote_code: bool,
-              fingerprint: dict, sampler) -> tuple[dict, list[dict]]:
+def train_run(
+    settings: dict, paths: RunPaths, device: str, dtype: str, trust_remote_code: bool, fingerprint: dict, sampler
+) -> tuple[dict, list[dict]]:
     """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
     run, method, training = settings["run"], settings["method"], settings["training"]
     transformers.set_seed(settings["seed"])
@@ -275,8 +290,14 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     if method == "lora":
         model = get_peft_model(model, build_lora_config(settings["lora"]))
     trainable, total = count_parameters(model)
-    log.info("run %s (%s): trainable params: %s || all params: %s || trainable%%: %.4f",
-             run, method, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    log.info(
+        "run %s (%s): trainable params: %s || all params: %s || trainable%%: %.4f",
+        run,
+        method,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
 
     train_data = datasets.Dataset.from_parquet(str(paths.train_data))
     eval_data = datasets.Dataset.from_parquet(str(paths.eval_data))
@@ -284,8 +305,9 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     tensorboard_live = paths.checkpoints / _TENSORBOARD_DIR
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tensorboard_live)
     args = build_sft_config(training, settings["seed"], paths.checkpoints, device)
-    trainer = SeededSFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-                               processing_class=tokenizer)
+    trainer = SeededSFTTrainer(
+        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer
+    )
     if resume_from is not None:
         purge_tensorboard_after(trainer, tensorboard_live, checkpoint_step(resume_from))
     use_lm_head_loss(trainer, training)
@@ -307,8 +329,10 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
         finally:
             recorder.restore_sigterm_handler()
         if recorder.sigterm_received:
-            raise FtcompareError(f"run {run}: stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint "
-                                 f"was saved in {paths.checkpoints}. Rerun to resume.")
+            raise FtcompareError(
+                f"run {run}: stopped by SIGTERM at step {trainer.state.global_step}; a checkpoint "
+                f"was saved in {paths.checkpoints}. Rerun to resume."
+            )
         finished = time.time()
 
         sampler.set_phase("eval")
@@ -326,8 +350,10 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
     rows = loss_rows(trainer.state.log_history)
     losses = [row["loss"] for row in rows]
     if not losses:
-        raise FtcompareError(f"run {run}: training logged no loss (0 steps?); check num_train_epochs / max_steps "
-                             "against the size of the training split")
+        raise FtcompareError(
+            f"run {run}: training logged no loss (0 steps?); check num_train_epochs / max_steps "
+            "against the size of the training split"
+        )
     steady = steady_throughput(recorder.steps)
     metrics = {
         "run": run,
@@ -364,8 +390,9 @@ def train_run(settings: dict, paths: RunPaths, device: str, dtype: str, trust_re
 
 
 def _tensorboard_callback(trainer) -> TensorBoardCallback | None:
-    return next((callback for callback in trainer.callback_handler.callbacks
-                 if isinstance(callback, TensorBoardCallback)), None)
+    return next(
+        (callback for callback in trainer.callback_handler.callbacks if isinstance(callback, TensorBoardCallback)), None
+    )
 
 
 def purge_tensorboard_after(trainer, log_dir: Path, step: int) -> None:
@@ -415,7 +442,8 @@ def _out_of_memory_explained(run: str, method: str, device: str):
         raise FtcompareError(
             f"run {run}: out of GPU memory ({_memory_peak_text(device)}). Try a smaller "
             "per_device_train_batch_size with more gradient_accumulation_steps, "
-            f"training.gradient_checkpointing: true, bf16, or {smaller_model}.") from error
+            f"training.gradient_checkpointing: true, bf16, or {smaller_model}."
+        ) from error
 
 
 def _memory_peak_text(device: str) -> str:
@@ -423,9 +451,11 @@ def _memory_peak_text(device: str) -> str:
         return "peak unknown"
     mib = 2**20
     total = torch.cuda.get_device_properties(0).total_memory / mib
-    return (f"peak {torch.cuda.max_memory_allocated() / mib:,.0f} MiB allocated and "
-            f"{torch.cuda.max_memory_reserved() / mib:,.0f} MiB reserved by torch, of {total:,.0f} MiB on "
-            f"{torch.cuda.get_device_name(0)}")
+    return (
+        f"peak {torch.cuda.max_memory_allocated() / mib:,.0f} MiB allocated and "
+        f"{torch.cuda.max_memory_reserved() / mib:,.0f} MiB reserved by torch, of {total:,.0f} MiB on "
+        f"{torch.cuda.get_device_name(0)}"
+    )
 
 
 def _iso(timestamp: float) -> str:

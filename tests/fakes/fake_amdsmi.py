@@ -31,8 +31,10 @@ class AmdSmiLibraryException(AmdSmiException):
     def __init__(self, err_code):
         super().__init__(err_code)
         self.err_code = err_code
-        self.err_info = {STATUS_NOT_SUPPORTED: "AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported",
-                         STATUS_INIT_ERROR: "AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded"}.get(err_code, "")
+        self.err_info = {
+            STATUS_NOT_SUPPORTED: "AMDSMI_STATUS_NOT_SUPPORTED - Feature not supported",
+            STATUS_INIT_ERROR: "AMDSMI_STATUS_DRIVER_NOT_LOADED - Driver not loaded",
+        }.get(err_code, "")
 
     def __str__(self):
         return f"Error code:\n\t{self.err_code} | {self.err_info}"
@@ -41,6 +43,7 @@ class AmdSmiLibraryException(AmdSmiException):
 @dataclass
 class FakeGcd:
     """One GPU (or one GCD of an MI250) as amdsmi shows it. Any reading may be a callable."""
+
     bdf: str
     market_name: str = "AMD Instinct MI300X"
     uuid: str = "5fff74a1-0000-1000-80ef-1b2f7a8c9d01"
@@ -86,8 +89,9 @@ def make_amdsmi(version: str, gcds: list, init_error: Exception | None = None) -
     if old:
         module.AmdSmiTemperatureType = IntEnum("AmdSmiTemperatureType", {"EDGE": 0, "JUNCTION": 1, "VRAM": 2})
     else:
-        module.AmdSmiTemperatureType = IntEnum("AmdSmiTemperatureType", {"EDGE": 0, "HOTSPOT": 1, "JUNCTION": 1,
-                                                                        "VRAM": 2})
+        module.AmdSmiTemperatureType = IntEnum(
+            "AmdSmiTemperatureType", {"EDGE": 0, "HOTSPOT": 1, "JUNCTION": 1, "VRAM": 2}
+        )
     module.AmdSmiTemperatureMetric = IntEnum("AmdSmiTemperatureMetric", {"CURRENT": 0, "MAX": 1})
     handles = [_Handle(g) for g in gcds]
 
@@ -106,34 +110,71 @@ def make_amdsmi(version: str, gcds: list, init_error: Exception | None = None) -
     module.amdsmi_init = amdsmi_init
     module.amdsmi_shut_down = lambda: module.calls.append("amdsmi_shut_down")
     module.amdsmi_get_processor_handles = lambda: list(handles)
-    module.amdsmi_get_lib_version = lambda: {"year": 23 if old else 24, "major": int(version[0]),
-                                             "minor": int(version[2]), "release": 0, "build": "fake"}
+    module.amdsmi_get_lib_version = lambda: {
+        "year": 23 if old else 24,
+        "major": int(version[0]),
+        "minor": int(version[2]),
+        "release": 0,
+        "build": "fake",
+    }
     module.amdsmi_get_gpu_device_bdf = lambda h: call("amdsmi_get_gpu_device_bdf", h, lambda g: g.bdf)
     module.amdsmi_get_gpu_device_uuid = lambda h: call("amdsmi_get_gpu_device_uuid", h, lambda g: g.uuid)
 
     def asic_info(g):
-        info = {"market_name": g.market_name, "family": 141, "vendor_id": 4098, "device_id": 29856, "rev_id": 0,
-                "asic_serial": g.asic_serial}
+        info = {
+            "market_name": g.market_name,
+            "family": 141,
+            "vendor_id": 4098,
+            "device_id": 29856,
+            "rev_id": 0,
+            "asic_serial": g.asic_serial,
+        }
         if not old:
-            info.update({"vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]", "subvendor_id": 4098,
-                         "oam_id": 0, "num_compute_units": 304, "target_graphics_version": "gfx942"})
+            info.update(
+                {
+                    "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]",
+                    "subvendor_id": 4098,
+                    "oam_id": 0,
+                    "num_compute_units": 304,
+                    "target_graphics_version": "gfx942",
+                }
+            )
         return info
 
     module.amdsmi_get_gpu_asic_info = lambda h: call("amdsmi_get_gpu_asic_info", h, asic_info)
-    module.amdsmi_get_gpu_vram_usage = lambda h: call("amdsmi_get_gpu_vram_usage", h, lambda g: {
-        "vram_total": g.value("vram_total_mb"), "vram_used": g.value("vram_used_mb")})
-    module.amdsmi_get_gpu_activity = lambda h: call("amdsmi_get_gpu_activity", h, lambda g: {
-        "gfx_activity": g.value("gfx_activity"), "umc_activity": g.value("umc_activity"),
-        "mm_activity": 0 if old else "N/A"})
+    module.amdsmi_get_gpu_vram_usage = lambda h: call(
+        "amdsmi_get_gpu_vram_usage",
+        h,
+        lambda g: {"vram_total": g.value("vram_total_mb"), "vram_used": g.value("vram_used_mb")},
+    )
+    module.amdsmi_get_gpu_activity = lambda h: call(
+        "amdsmi_get_gpu_activity",
+        h,
+        lambda g: {
+            "gfx_activity": g.value("gfx_activity"),
+            "umc_activity": g.value("umc_activity"),
+            "mm_activity": 0 if old else "N/A",
+        },
+    )
 
     def power_info(g):
         watts = g.value("power_w")
         if old:
-            return {"average_socket_power": watts, "gfx_voltage": 806, "soc_voltage": 918, "mem_voltage": 1250,
-                    "power_limit": 560}
-        info = {"current_socket_power": watts if g.chip == "MI300" else "N/A",
-                "average_socket_power": watts if g.chip == "MI200" else "N/A",
-                "gfx_voltage": "N/A", "soc_voltage": "N/A", "mem_voltage": "N/A", "power_limit": 750}
+            return {
+                "average_socket_power": watts,
+                "gfx_voltage": 806,
+                "soc_voltage": 918,
+                "mem_voltage": 1250,
+                "power_limit": 560,
+            }
+        info = {
+            "current_socket_power": watts if g.chip == "MI300" else "N/A",
+            "average_socket_power": watts if g.chip == "MI200" else "N/A",
+            "gfx_voltage": "N/A",
+            "soc_voltage": "N/A",
+            "mem_voltage": "N/A",
+            "power_limit": 750,
+        }
         if version == "7.0":
             info = {"socket_power": watts, **info}
         return info
@@ -149,7 +190,8 @@ def make_amdsmi(version: str, gcds: list, init_error: Exception | None = None) -
         raise AmdSmiLibraryException(STATUS_NOT_SUPPORTED)
 
     module.amdsmi_get_temp_metric = lambda h, sensor_type, metric: call(
-        "amdsmi_get_temp_metric", h, lambda g: temperature(g, sensor_type, metric))
+        "amdsmi_get_temp_metric", h, lambda g: temperature(g, sensor_type, metric)
+    )
 
     def energy(g):
         ticks = g.value("energy_ticks") if g.energy_ticks is not None else next(g._ticks)
@@ -159,29 +201,55 @@ def make_amdsmi(version: str, gcds: list, init_error: Exception | None = None) -
     module.amdsmi_get_energy_count = lambda h: call("amdsmi_get_energy_count", h, energy)
 
     def process_entry(pid, vram):
-        return {"name": "python3", "pid": pid, "mem": vram + 4096,
-                "engine_usage": {"gfx": 1_000_000, "enc": 0},
-                "memory_usage": {"gtt_mem": 4096, "cpu_mem": 0, "vram_mem": vram}}
+        return {
+            "name": "python3",
+            "pid": pid,
+            "mem": vram + 4096,
+            "engine_usage": {"gfx": 1_000_000, "enc": 0},
+            "memory_usage": {"gtt_mem": 4096, "cpu_mem": 0, "vram_mem": vram},
+        }
 
     if version in ("5.7", "6.0"):
         module.amdsmi_get_gpu_process_list = lambda h: call(
-            "amdsmi_get_gpu_process_list", h, lambda g: [("process-handle", pid) for pid, _ in g.processes])
+            "amdsmi_get_gpu_process_list", h, lambda g: [("process-handle", pid) for pid, _ in g.processes]
+        )
         module.amdsmi_get_gpu_process_info = lambda h, p: call(
-            "amdsmi_get_gpu_process_info", h, lambda g: process_entry(p[1], dict(g.processes)[p[1]]))
+            "amdsmi_get_gpu_process_info", h, lambda g: process_entry(p[1], dict(g.processes)[p[1]])
+        )
     else:
         module.amdsmi_get_gpu_process_list = lambda h: call(
-            "amdsmi_get_gpu_process_list", h, lambda g: [process_entry(pid, vram) for pid, vram in g.processes])
+            "amdsmi_get_gpu_process_list", h, lambda g: [process_entry(pid, vram) for pid, vram in g.processes]
+        )
 
     if old:
         module.amdsmi_get_gpu_driver_version = lambda h: call("amdsmi_get_gpu_driver_version", h, lambda g: "6.2.4")
     else:
-        module.amdsmi_get_gpu_driver_info = lambda h: call("amdsmi_get_gpu_driver_info", h, lambda g: {
-            "driver_name": "amdgpu", "driver_version": "6.8.5", "driver_date": "2015/01/01 00:00"})
-        module.amdsmi_get_gpu_board_info = lambda h: call("amdsmi_get_gpu_board_info", h, lambda g: {
-            "model_number": "N/A", "product_serial": "N/A", "fru_id": "N/A", "product_name": g.market_name,
-            "manufacturer_name": "AMD"})
+        module.amdsmi_get_gpu_driver_info = lambda h: call(
+            "amdsmi_get_gpu_driver_info",
+            h,
+            lambda g: {"driver_name": "amdgpu", "driver_version": "6.8.5", "driver_date": "2015/01/01 00:00"},
+        )
+        module.amdsmi_get_gpu_board_info = lambda h: call(
+            "amdsmi_get_gpu_board_info",
+            h,
+            lambda g: {
+                "model_number": "N/A",
+                "product_serial": "N/A",
+                "fru_id": "N/A",
+                "product_name": g.market_name,
+                "manufacturer_name": "AMD",
+            },
+        )
     if version == "7.0":
-        module.amdsmi_get_gpu_enumeration_info = lambda h: call("amdsmi_get_gpu_enumeration_info", h, lambda g: {
-            "drm_render": 128, "drm_card": 0, "hsa_id": 2, "hip_id": handles.index(h),
-            "hip_uuid": "GPU-" + g.asic_serial.lower().removeprefix("0x")})
+        module.amdsmi_get_gpu_enumeration_info = lambda h: call(
+            "amdsmi_get_gpu_enumeration_info",
+            h,
+            lambda g: {
+                "drm_render": 128,
+                "drm_card": 0,
+                "hsa_id": 2,
+                "hip_id": handles.index(h),
+                "hip_uuid": "GPU-" + g.asic_serial.lower().removeprefix("0x"),
+            },
+        )
     return module

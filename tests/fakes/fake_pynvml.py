@@ -15,6 +15,7 @@ import pynvml as real
 class FakeNvidiaGpu:
     """One GPU as NVML shows it. Any reading may be a callable; `unsupported` names NVML functions
     that raise NVMLError_NotSupported on this GPU."""
+
     bus: int
     name: str = "NVIDIA H200"
     uuid: str = "GPU-8e3c5a1b-2f4d-6e7a-9b0c-1d2e3f4a5b6c"
@@ -66,21 +67,41 @@ def make_pynvml(gpus: list, init_error_code: int | None = None, driver: str = "5
     module.nvmlDeviceGetName = lambda h: h.gpu.name
     module.nvmlDeviceGetUUID = lambda h: h.gpu.uuid
     module.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(
-        busIdLegacy=f"0000:{h.gpu.bus:02X}:00.0", busId=f"00000000:{h.gpu.bus:02X}:00.0", domain=0,
-        bus=h.gpu.bus, device=0, pciDeviceId=0x233510DE, pciSubSystemId=0x18F210DE)
-    module.nvmlDeviceGetMemoryInfo = lambda h: call("nvmlDeviceGetMemoryInfo", h, lambda g: types.SimpleNamespace(
-        total=g.value("memory_total"), free=g.value("memory_total") - g.value("memory_used"),
-        used=g.value("memory_used")))
-    module.nvmlDeviceGetUtilizationRates = lambda h: call("nvmlDeviceGetUtilizationRates", h,
-                                                          lambda g: types.SimpleNamespace(
-                                                              gpu=g.value("util_gpu"), memory=g.value("util_memory")))
+        busIdLegacy=f"0000:{h.gpu.bus:02X}:00.0",
+        busId=f"00000000:{h.gpu.bus:02X}:00.0",
+        domain=0,
+        bus=h.gpu.bus,
+        device=0,
+        pciDeviceId=0x233510DE,
+        pciSubSystemId=0x18F210DE,
+    )
+    module.nvmlDeviceGetMemoryInfo = lambda h: call(
+        "nvmlDeviceGetMemoryInfo",
+        h,
+        lambda g: types.SimpleNamespace(
+            total=g.value("memory_total"),
+            free=g.value("memory_total") - g.value("memory_used"),
+            used=g.value("memory_used"),
+        ),
+    )
+    module.nvmlDeviceGetUtilizationRates = lambda h: call(
+        "nvmlDeviceGetUtilizationRates",
+        h,
+        lambda g: types.SimpleNamespace(gpu=g.value("util_gpu"), memory=g.value("util_memory")),
+    )
     module.nvmlDeviceGetPowerUsage = lambda h: call("nvmlDeviceGetPowerUsage", h, lambda g: g.value("power_mw"))
-    module.nvmlDeviceGetTemperature = lambda h, sensor: call("nvmlDeviceGetTemperature", h,
-                                                             lambda g: g.value("temperature"))
-    module.nvmlDeviceGetTotalEnergyConsumption = lambda h: call("nvmlDeviceGetTotalEnergyConsumption", h,
-                                                                lambda g: g.value("energy_mj"))
+    module.nvmlDeviceGetTemperature = lambda h, sensor: call(
+        "nvmlDeviceGetTemperature", h, lambda g: g.value("temperature")
+    )
+    module.nvmlDeviceGetTotalEnergyConsumption = lambda h: call(
+        "nvmlDeviceGetTotalEnergyConsumption", h, lambda g: g.value("energy_mj")
+    )
     module.nvmlDeviceGetComputeRunningProcesses = lambda h: call(
-        "nvmlDeviceGetComputeRunningProcesses", h, lambda g: [
+        "nvmlDeviceGetComputeRunningProcesses",
+        h,
+        lambda g: [
             types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
-            for pid, used in g.processes])
+            for pid, used in g.processes
+        ],
+    )
     return module

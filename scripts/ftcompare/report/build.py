@@ -17,9 +17,8 @@ from ftcompare.report.latex import table_to_latex
 from ftcompare.report.outputs import generation_summary_table, prompt_comparisons
 from ftcompare.report.provenance import collect_provenance
 from ftcompare.report.reference import reference_table
-from ftcompare.report.render import (HtmlFigure, html_table, inline_style, load_template, png_data_uri,
-                                     render_html)
-from ftcompare.report.table import transpose, table_to_csv
+from ftcompare.report.render import HtmlFigure, html_table, inline_style, load_template, png_data_uri, render_html
+from ftcompare.report.table import table_to_csv, transpose
 from ftcompare.report.verdict import run_verdict
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,14 @@ class ReportOutputs:
     tables: list[Path]
 
 
-def build_report(inputs: ReportInputs, out_html, figures_dir, tables_dir,
-                 command_line: str | None = None, now: datetime.datetime | None = None) -> ReportOutputs:
+def build_report(
+    inputs: ReportInputs,
+    out_html,
+    figures_dir,
+    tables_dir,
+    command_line: str | None = None,
+    now: datetime.datetime | None = None,
+) -> ReportOutputs:
     out_html, figures_dir, tables_dir = Path(out_html), Path(figures_dir), Path(tables_dir)
     template, style = load_template(inputs.template), inline_style(inputs.style)
     runs = inputs.runs
@@ -43,30 +48,41 @@ def build_report(inputs: ReportInputs, out_html, figures_dir, tables_dir,
     generation_summary = generation_summary_table(inputs.generations)
     figure_specs, missing_figures = report_figures(runs, base_eval_loss(runs))
 
-    with atomic_path(figures_dir, is_dir=True) as figures_tmp, \
-            atomic_path(tables_dir, is_dir=True) as tables_tmp, \
-            atomic_path(out_html) as html_tmp:
+    with (
+        atomic_path(figures_dir, is_dir=True) as figures_tmp,
+        atomic_path(tables_dir, is_dir=True) as tables_tmp,
+        atomic_path(out_html) as html_tmp,
+    ):
         figures, saved = [], {}
         for spec in figure_specs:
             files = save_figure(spec.figure, figures_tmp, spec.name)
             names = [Path(path).name for path in (files.pdf, files.svg, files.png)]
             saved[spec.name] = FigureFiles(*(figures_dir / name for name in names))
-            figures.append(HtmlFigure(spec.name, spec.title, spec.caption, png_data_uri(files.png),
-                                      [f"{figures_dir.name}/{name}" for name in names]))
+            figures.append(
+                HtmlFigure(
+                    spec.name,
+                    spec.title,
+                    spec.caption,
+                    png_data_uri(files.png),
+                    [f"{figures_dir.name}/{name}" for name in names],
+                )
+            )
 
         table_files = {
             "headline.csv": table_to_csv(headline),
-            "headline.tex": table_to_latex(headline, f"{inputs.title}: headline comparison",
-                                           "tab:ftcompare-headline"),
-            "headline_transposed.tex": table_to_latex(transpose(headline, "model"),
-                                                      f"{inputs.title}: headline comparison",
-                                                      "tab:ftcompare-headline-transposed"),
+            "headline.tex": table_to_latex(headline, f"{inputs.title}: headline comparison", "tab:ftcompare-headline"),
+            "headline_transposed.tex": table_to_latex(
+                transpose(headline, "model"),
+                f"{inputs.title}: headline comparison",
+                "tab:ftcompare-headline-transposed",
+            ),
             "generation.csv": table_to_csv(generation_summary),
         }
         if reference is not None:
             table_files["reference.csv"] = table_to_csv(reference)
-            table_files["reference.tex"] = table_to_latex(reference, f"{inputs.title}: published figures "
-                                                          f"beside this study", "tab:ftcompare-reference")
+            table_files["reference.tex"] = table_to_latex(
+                reference, f"{inputs.title}: published figures beside this study", "tab:ftcompare-reference"
+            )
         for name, text in table_files.items():
             (tables_tmp / name).write_text(text, encoding="utf-8")
 
@@ -89,8 +105,15 @@ def build_report(inputs: ReportInputs, out_html, figures_dir, tables_dir,
         }
         html_tmp.write_text(render_html(template, context), encoding="utf-8")
         _readable_by_all(figures_tmp, tables_tmp, html_tmp)
-    log.info("report for %d runs: %s; %d figures in %s; tables %s in %s", len(runs), out_html, len(saved),
-             figures_dir, ", ".join(sorted(table_files)), tables_dir)
+    log.info(
+        "report for %d runs: %s; %d figures in %s; tables %s in %s",
+        len(runs),
+        out_html,
+        len(saved),
+        figures_dir,
+        ", ".join(sorted(table_files)),
+        tables_dir,
+    )
     return ReportOutputs(out_html, saved, [tables_dir / name for name in sorted(table_files)])
 
 

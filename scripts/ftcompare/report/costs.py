@@ -21,8 +21,8 @@ MEMORY_FIGURE_LABELS = {
 @dataclass(frozen=True)
 class Measured:
     value: float
-    kind: str             # what was measured: "VRAM used", "process RSS", …
-    origin: str | None    # where the figure came from: the trainer's source or the telemetry
+    kind: str  # what was measured: "VRAM used", "process RSS", …
+    origin: str | None  # where the figure came from: the trainer's source or the telemetry
 
     @property
     def source(self) -> str:
@@ -38,16 +38,19 @@ def memory_figure_label(name: str) -> str:
 
 def allocator_peak(run: RunResult) -> Measured | None:
     """torch's max_memory_allocated (reset before training)."""
-    return (_from_metrics(run, "torch_max_allocated_mb", "torch max allocated")
-            or _from_telemetry(run, "torch_allocated_mb", "torch allocated"))
+    return _from_metrics(run, "torch_max_allocated_mb", "torch max allocated") or _from_telemetry(
+        run, "torch_allocated_mb", "torch allocated"
+    )
 
 
 def device_memory_peak(run: RunResult) -> Measured | None:
     """Device-wide VRAM used at its peak; on a CPU run the process RSS stands in, labelled so."""
-    measured = (_from_metrics(run, "device_vram_used_mb", "VRAM used")
-                or _from_telemetry(run, "vram_used_mb", "VRAM used")
-                or _from_metrics(run, "rss_mb", "process RSS")
-                or _from_telemetry(run, "rss_mb", "process RSS"))
+    measured = (
+        _from_metrics(run, "device_vram_used_mb", "VRAM used")
+        or _from_telemetry(run, "vram_used_mb", "VRAM used")
+        or _from_metrics(run, "rss_mb", "process RSS")
+        or _from_telemetry(run, "rss_mb", "process RSS")
+    )
     if measured is None and run.metrics.peak_memory_mb is not None:
         return Measured(run.metrics.peak_memory_mb, "peak memory", run.metrics.peak_memory_source)
     return measured
@@ -69,7 +72,7 @@ def device_memory_fraction_pct(run: RunResult) -> float | None:
     """Peak VRAM used as % of the device's capacity (the blog's rocm-smi figure)."""
     best = None
     peaks = run.telemetry.summary.get("peaks")
-    for device in (peaks if isinstance(peaks, dict) else {}):
+    for device in peaks if isinstance(peaks, dict) else {}:
         used = run.telemetry.peak_on(device, "vram_used_mb")
         total = run.telemetry.peak_on(device, "vram_total_mb")
         if used is not None and total:
@@ -111,5 +114,8 @@ def memory_energy_table(runs: list[RunResult]) -> Table:
         measured = energy(run)
         row.append(Cell(measured.value, measured.origin) if measured else Cell())
         rows.append(row)
-    return Table(columns=columns, rows=rows,
-                 notes=["As recorded in each run's metrics.json; energy falls back to the telemetry summary."])
+    return Table(
+        columns=columns,
+        rows=rows,
+        notes=["As recorded in each run's metrics.json; energy falls back to the telemetry summary."],
+    )

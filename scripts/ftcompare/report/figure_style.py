@@ -19,8 +19,7 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 FIGURE_WIDTH_IN = 6.4
 PNG_DPI = 200
 BASE_MODEL_COLOR = "#555555"
-PHASE_COLORS = {"load": "#e6e6e6", "train": "#dbe9f6", "eval": "#e2f0d9", "save": "#fde3c8",
-                "generate": "#efe0f3"}
+PHASE_COLORS = {"load": "#e6e6e6", "train": "#dbe9f6", "eval": "#e2f0d9", "save": "#fde3c8", "generate": "#efe0f3"}
 OTHER_PHASE_COLOR = "#f2f2f2"
 SAVE_METADATA = {
     "pdf": {"Creator": "ftcompare", "Producer": "ftcompare", "CreationDate": None, "ModDate": None},
@@ -40,26 +39,28 @@ def style_params() -> dict:
     params = {}
     params.update(sns.axes_style("whitegrid"))
     params.update(sns.plotting_context("paper"))
-    params.update({
-        "font.family": "sans-serif",
-        "font.sans-serif": ["DejaVu Sans"],  # ships with matplotlib: the same glyphs everywhere
-        "font.size": 8.5,
-        "axes.titlesize": 9,
-        "axes.labelsize": 8.5,
-        "xtick.labelsize": 8,
-        "ytick.labelsize": 8,
-        "legend.fontsize": 7.5,
-        "legend.title_fontsize": 8,
-        "axes.prop_cycle": matplotlib.cycler(color=sns.color_palette("colorblind")),
-        "lines.linewidth": 1.4,
-        "figure.dpi": 100,
-        "savefig.dpi": PNG_DPI,
-        "savefig.bbox": "tight",
-        "savefig.pad_inches": 0.05,
-        "pdf.fonttype": 42,           # TrueType in the PDF: text stays text for journals
-        "svg.fonttype": "path",       # SVG text as outlines: renders the same without the font
-        "svg.hashsalt": "ftcompare",  # fixed element ids: the same figure gives the same file
-    })
+    params.update(
+        {
+            "font.family": "sans-serif",
+            "font.sans-serif": ["DejaVu Sans"],  # ships with matplotlib: the same glyphs everywhere
+            "font.size": 8.5,
+            "axes.titlesize": 9,
+            "axes.labelsize": 8.5,
+            "xtick.labelsize": 8,
+            "ytick.labelsize": 8,
+            "legend.fontsize": 7.5,
+            "legend.title_fontsize": 8,
+            "axes.prop_cycle": matplotlib.cycler(color=sns.color_palette("colorblind")),
+            "lines.linewidth": 1.4,
+            "figure.dpi": 100,
+            "savefig.dpi": PNG_DPI,
+            "savefig.bbox": "tight",
+            "savefig.pad_inches": 0.05,
+            "pdf.fonttype": 42,  # TrueType in the PDF: text stays text for journals
+            "svg.fonttype": "path",  # SVG text as outlines: renders the same without the font
+            "svg.hashsalt": "ftcompare",  # fixed element ids: the same figure gives the same file
+        }
+    )
     return params
 
 
@@ -77,8 +78,7 @@ def run_colors(names: list[str]) -> dict[str, tuple]:
 
 def save_figure(figure, directory: Path, name: str) -> FigureFiles:
     directory.mkdir(parents=True, exist_ok=True)
-    files = FigureFiles(pdf=directory / f"{name}.pdf", svg=directory / f"{name}.svg",
-                        png=directory / f"{name}.png")
+    files = FigureFiles(pdf=directory / f"{name}.pdf", svg=directory / f"{name}.svg", png=directory / f"{name}.png")
     with figure_style():
         for fmt in ("pdf", "svg", "png"):
             figure.savefig(getattr(files, fmt), format=fmt, metadata=SAVE_METADATA[fmt])

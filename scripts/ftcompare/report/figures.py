@@ -12,8 +12,14 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ftcompare.report import costs
-from ftcompare.report.figure_style import (BASE_MODEL_COLOR, FIGURE_WIDTH_IN, OTHER_PHASE_COLOR,
-                                           PHASE_COLORS, figure_style, run_colors)
+from ftcompare.report.figure_style import (
+    BASE_MODEL_COLOR,
+    FIGURE_WIDTH_IN,
+    OTHER_PHASE_COLOR,
+    PHASE_COLORS,
+    figure_style,
+    run_colors,
+)
 from ftcompare.report.headline import method_name
 from ftcompare.report.inputs import RunResult
 from ftcompare.report.telemetry import Telemetry
@@ -50,14 +56,19 @@ def report_figures(runs: list[RunResult], base_eval_loss: float | None) -> tuple
         colors = run_colors([run.name for run in runs])
         backends = ", ".join(sorted({run.telemetry.backend or "none" for run in runs}))
         candidates = [
-            (training_loss_figure(runs, "step", base_eval_loss, colors),
-             "No training-loss figure against step: no run logged a loss."),
-            (training_loss_figure(runs, "elapsed_s", base_eval_loss, colors),
-             "No training-loss figure against wall-clock time: no run logged its elapsed time."),
-            (memory_over_time_figure(runs),
-             "No memory-over-time figure: no run's telemetry has memory samples."),
-            (utilisation_power_figure(runs),
-             f"No utilisation or power figure: the telemetry of these runs (backend: {backends}) has neither."),
+            (
+                training_loss_figure(runs, "step", base_eval_loss, colors),
+                "No training-loss figure against step: no run logged a loss.",
+            ),
+            (
+                training_loss_figure(runs, "elapsed_s", base_eval_loss, colors),
+                "No training-loss figure against wall-clock time: no run logged its elapsed time.",
+            ),
+            (memory_over_time_figure(runs), "No memory-over-time figure: no run's telemetry has memory samples."),
+            (
+                utilisation_power_figure(runs),
+                f"No utilisation or power figure: the telemetry of these runs (backend: {backends}) has neither.",
+            ),
             (cost_figure(runs, colors), ""),
         ]
     figures = [spec for spec, _ in candidates if spec is not None]
@@ -72,29 +83,51 @@ def training_loss_figure(runs, x: str, base_eval_loss, colors) -> FigureSpec | N
     figure, axes = plt.subplots(figsize=(FIGURE_WIDTH_IN, 3.0))
     for run in plotted:
         points = run.log_history[[x, "loss"]].dropna()
-        axes.plot(points[x], points["loss"], color=colors[run.name], label=_run_label(run),
-                  marker="o" if len(points) <= 40 else None, markersize=2.5)
+        axes.plot(
+            points[x],
+            points["loss"],
+            color=colors[run.name],
+            label=_run_label(run),
+            marker="o" if len(points) <= 40 else None,
+            markersize=2.5,
+        )
     if base_eval_loss is not None:
-        axes.axhline(base_eval_loss, color=BASE_MODEL_COLOR, linestyle="--", linewidth=1,
-                     label="base model: eval loss before training")
+        axes.axhline(
+            base_eval_loss,
+            color=BASE_MODEL_COLOR,
+            linestyle="--",
+            linewidth=1,
+            label="base model: eval loss before training",
+        )
     if x == "step":
         axes.set_xlabel("Optimizer step")
         name, title, against = "training_loss_vs_step", "Training loss against step", "optimizer step"
     else:
         axes.set_xlabel("Wall-clock time since training started [s]")
-        name, title, against = "training_loss_vs_time", "Training loss against wall-clock time", \
-            "wall-clock seconds since training started"
+        name, title, against = (
+            "training_loss_vs_time",
+            "Training loss against wall-clock time",
+            "wall-clock seconds since training started",
+        )
     axes.set_ylabel("Training loss [nats/token]")
     axes.xaxis.set_major_formatter(THOUSANDS)
     handles, _ = axes.get_legend_handles_labels()
     columns = min(len(handles), 3)
-    axes.legend(handles=_row_major(handles, columns), loc="lower left", bbox_to_anchor=(0, 1.01),
-                ncol=columns, frameon=False, borderaxespad=0)
+    axes.legend(
+        handles=_row_major(handles, columns),
+        loc="lower left",
+        bbox_to_anchor=(0, 1.01),
+        ncol=columns,
+        frameon=False,
+        borderaxespad=0,
+    )
     steps = sorted({int(s) for run in plotted for s in run.log_history["step"].diff().dropna() if s > 0})
     every = f" (logged every {steps[0]} steps)" if len(steps) == 1 else ""
-    caption = (f"Training loss (mean token cross-entropy, nats per token) of each run{every} against "
-               f"{against}. Dashed: the base model's eval loss on the held-out split before training. "
-               f"Source: each run's log_history.csv.")
+    caption = (
+        f"Training loss (mean token cross-entropy, nats per token) of each run{every} against "
+        f"{against}. Dashed: the base model's eval loss on the held-out split before training. "
+        f"Source: each run's log_history.csv."
+    )
     figure.tight_layout()
     return FigureSpec(name, title, caption, figure)
 
@@ -103,8 +136,7 @@ def memory_over_time_figure(runs: list[RunResult]) -> FigureSpec | None:
     shown = [run for run in runs if any(run.telemetry.has_series(c) for c, _, _ in MEMORY_SERIES)]
     if not shown:
         return None
-    figure, axes_list = plt.subplots(len(shown), 1, figsize=(FIGURE_WIDTH_IN, 0.6 + 2.0 * len(shown)),
-                                     squeeze=False)
+    figure, axes_list = plt.subplots(len(shown), 1, figsize=(FIGURE_WIDTH_IN, 0.6 + 2.0 * len(shown)), squeeze=False)
     legend_lines: dict[str, Line2D] = {}
     phases: set[str] = set()
     for axes, run in zip(axes_list[:, 0], shown):
@@ -112,8 +144,17 @@ def memory_over_time_figure(runs: list[RunResult]) -> FigureSpec | None:
         devices = _devices(run.telemetry)
         for column, label, color in MEMORY_SERIES:
             # RSS is the process's, not a device's: one legend entry whatever the devices.
-            _plot_per_device(axes, run.telemetry, column, label, color, devices, 1.2, legend_lines,
-                             per_device_legend=len(devices) > 1 and column != "rss_mb")
+            _plot_per_device(
+                axes,
+                run.telemetry,
+                column,
+                label,
+                color,
+                devices,
+                1.2,
+                legend_lines,
+                per_device_legend=len(devices) > 1 and column != "rss_mb",
+            )
         axes.set_title(_run_title(run), loc="left")
         axes.set_ylabel("Memory [MB]")
         _group_thousands(axes)
@@ -122,17 +163,28 @@ def memory_over_time_figure(runs: list[RunResult]) -> FigureSpec | None:
     axes_list[-1, 0].set_xlabel("Time since the job started [s]")
     legend_rows = _figure_legend(figure, legend_lines, phases)
     backends = ", ".join(sorted({run.telemetry.backend or "unknown" for run in shown}))
-    caption = ("Memory over each training job, sampled by the telemetry (backend: " + backends + "). "
-               "Device-wide VRAM used is what the vendor library reports for the whole device; torch "
-               "allocated and reserved are this process's caching-allocator figures; on a CPU run the "
-               "process's resident memory (RSS) is shown. Shading marks the job's phases. Unit: MB. "
-               "Source: each run's telemetry.csv.")
+    caption = (
+        "Memory over each training job, sampled by the telemetry (backend: " + backends + "). "
+        "Device-wide VRAM used is what the vendor library reports for the whole device; torch "
+        "allocated and reserved are this process's caching-allocator figures; on a CPU run the "
+        "process's resident memory (RSS) is shown. Shading marks the job's phases. Unit: MB. "
+        "Source: each run's telemetry.csv."
+    )
     figure.tight_layout(rect=(0, 0, 1, _legend_top(figure, legend_rows)))
     return FigureSpec("memory_over_time", "Memory over time", caption, figure)
 
 
-def _plot_per_device(axes, telemetry, column: str, label: str, color: str, devices: list, linewidth: float,
-                     legend_lines: dict, per_device_legend: bool) -> bool:
+def _plot_per_device(
+    axes,
+    telemetry,
+    column: str,
+    label: str,
+    color: str,
+    devices: list,
+    linewidth: float,
+    legend_lines: dict,
+    per_device_legend: bool,
+) -> bool:
     """One line per device that sampled `column` (a line style per device); whether any was drawn."""
     drawn = False
     for index, device in enumerate(devices):
@@ -148,17 +200,29 @@ def _plot_per_device(axes, telemetry, column: str, label: str, color: str, devic
 
 
 def utilisation_power_figure(runs: list[RunResult]) -> FigureSpec | None:
-    shown = [run for run in runs if run.telemetry.has_series("util_pct")
-             or run.telemetry.has_series("mem_util_pct") or run.telemetry.has_series("power_w")]
+    shown = [
+        run
+        for run in runs
+        if run.telemetry.has_series("util_pct")
+        or run.telemetry.has_series("mem_util_pct")
+        or run.telemetry.has_series("power_w")
+    ]
     if not shown:
         return None
-    figure, axes_grid = plt.subplots(len(shown), 2, figsize=(FIGURE_WIDTH_IN, 0.6 + 1.9 * len(shown)),
-                                     squeeze=False)
+    figure, axes_grid = plt.subplots(len(shown), 2, figsize=(FIGURE_WIDTH_IN, 0.6 + 1.9 * len(shown)), squeeze=False)
     legend_lines: dict[str, Line2D] = {}
     phases: set[str] = set()
-    panels = [(0, [("util_pct", "compute utilisation", "#1f4e79"),
-                   ("mem_util_pct", "memory-bandwidth utilisation", "#56b4e9")], "Utilisation [%]"),
-              (1, [("power_w", "board power", "#d55e00")], "Power [W]")]
+    panels = [
+        (
+            0,
+            [
+                ("util_pct", "compute utilisation", "#1f4e79"),
+                ("mem_util_pct", "memory-bandwidth utilisation", "#56b4e9"),
+            ],
+            "Utilisation [%]",
+        ),
+        (1, [("power_w", "board power", "#d55e00")], "Power [W]"),
+    ]
     for row, run in enumerate(shown):
         devices = _devices(run.telemetry)
         for col, series_list, ylabel in panels:
@@ -166,11 +230,27 @@ def utilisation_power_figure(runs: list[RunResult]) -> FigureSpec | None:
             phases |= _shade_phases(axes, run.telemetry)
             drawn = False
             for column, label, color in series_list:
-                drawn |= _plot_per_device(axes, run.telemetry, column, label, color, devices, 1.0, legend_lines,
-                                          per_device_legend=len(devices) > 1)
+                drawn |= _plot_per_device(
+                    axes,
+                    run.telemetry,
+                    column,
+                    label,
+                    color,
+                    devices,
+                    1.0,
+                    legend_lines,
+                    per_device_legend=len(devices) > 1,
+                )
             if not drawn:
-                axes.text(0.5, 0.5, f"not reported by {run.telemetry.backend or 'the backend'}",
-                          transform=axes.transAxes, ha="center", va="center", color="#777777")
+                axes.text(
+                    0.5,
+                    0.5,
+                    f"not reported by {run.telemetry.backend or 'the backend'}",
+                    transform=axes.transAxes,
+                    ha="center",
+                    va="center",
+                    color="#777777",
+                )
             axes.set_ylabel(ylabel)
             _group_thousands(axes)
             axes.set_ylim(bottom=0, top=105 if col == 0 else None)
@@ -179,9 +259,11 @@ def utilisation_power_figure(runs: list[RunResult]) -> FigureSpec | None:
         axes_grid[row, 0].set_xlabel("Time since the job started [s]" if row == len(shown) - 1 else "")
         axes_grid[row, 1].set_xlabel("Time since the job started [s]" if row == len(shown) - 1 else "")
     legend_rows = _figure_legend(figure, legend_lines, phases)
-    caption = ("Device utilisation (compute and memory bandwidth, %) and board power (W) over each "
-               "training job, as the telemetry backend samples them; shading marks the job's phases. "
-               "Source: each run's telemetry.csv.")
+    caption = (
+        "Device utilisation (compute and memory bandwidth, %) and board power (W) over each "
+        "training job, as the telemetry backend samples them; shading marks the job's phases. "
+        "Source: each run's telemetry.csv."
+    )
     figure.tight_layout(rect=(0, 0, 1, _legend_top(figure, legend_rows)))
     return FigureSpec("utilisation_power_over_time", "Utilisation and power over time", caption, figure)
 
@@ -201,34 +283,53 @@ def cost_figure(runs: list[RunResult], colors) -> FigureSpec:
     kinds = sorted({m.kind for m in device if m})
     width = 0.4 if any(allocator) else 0.8
     offset = width / 2 if any(allocator) else 0
-    _bars(memory_axes, [p - offset for p in positions], [m.value if m else None for m in device],
-          run_palette, width=width)
+    _bars(
+        memory_axes, [p - offset for p in positions], [m.value if m else None for m in device], run_palette, width=width
+    )
     if any(allocator):
-        _bars(memory_axes, [p + offset for p in positions], [m.value if m else None for m in allocator],
-              run_palette, width=width, hatch="////", alpha=0.55)
-        memory_axes.legend(handles=[Patch(facecolor="#bbbbbb", label=_device_wide_label(kinds)),
-                                    Patch(facecolor="#dddddd", hatch="////", label="torch max allocated")],
-                           frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+        _bars(
+            memory_axes,
+            [p + offset for p in positions],
+            [m.value if m else None for m in allocator],
+            run_palette,
+            width=width,
+            hatch="////",
+            alpha=0.55,
+        )
+        memory_axes.legend(
+            handles=[
+                Patch(facecolor="#bbbbbb", label=_device_wide_label(kinds)),
+                Patch(facecolor="#dddddd", hatch="////", label="torch max allocated"),
+            ],
+            frameon=False,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+        )
     memory_axes.set_ylabel("Peak memory [MB]")
 
     energy = [costs.energy(run) for run in runs]
     if any(energy):
         _bars(energy_axes, positions, [e.value / 1000.0 if e else None for e in energy], run_palette)
     else:
-        energy_axes.text(0.5, 0.5, "not measured", transform=energy_axes.transAxes,
-                         ha="center", va="center", color="#777777")
+        energy_axes.text(
+            0.5, 0.5, "not measured", transform=energy_axes.transAxes, ha="center", va="center", color="#777777"
+        )
     energy_axes.set_ylabel("Energy [kJ]")
 
     for axes in (time_axes, memory_axes, energy_axes):
         axes.yaxis.set_major_formatter(THOUSANDS)
-        axes.set_xticks(positions, names, rotation=30 if len(runs) > 3 else 0,
-                        ha="right" if len(runs) > 3 else "center")
+        axes.set_xticks(
+            positions, names, rotation=30 if len(runs) > 3 else 0, ha="right" if len(runs) > 3 else "center"
+        )
         axes.set_xlim(-0.6, len(runs) - 0.4)
         axes.grid(axis="x", visible=False)
-    caption = ("Cost per run: training runtime (s, from metrics.json), peak memory (MB; solid: "
-               + _device_wide_label(kinds) + "; hatched: torch's max allocated) and energy "
-               "(kJ, from the energy counter or integrated power; see the table for each source). "
-               "A missing bar means the figure was not measured.")
+    caption = (
+        "Cost per run: training runtime (s, from metrics.json), peak memory (MB; solid: "
+        + _device_wide_label(kinds)
+        + "; hatched: torch's max allocated) and energy "
+        "(kJ, from the energy counter or integrated power; see the table for each source). "
+        "A missing bar means the figure was not measured."
+    )
     figure.tight_layout()
     return FigureSpec("cost_per_run", "Runtime, peak memory and energy per run", caption, figure)
 
@@ -243,8 +344,16 @@ def _bars(axes, positions, values, colors, width=0.8, hatch=None, alpha=1.0):
         if value is None:
             axes.text(position, 0, "n/a", ha="center", va="bottom", fontsize=7, color="#777777")
             continue
-        axes.bar(position, value, width=width, color=color, hatch=hatch, alpha=alpha,
-                 edgecolor="white" if hatch is None else color, linewidth=0.5)
+        axes.bar(
+            position,
+            value,
+            width=width,
+            color=color,
+            hatch=hatch,
+            alpha=alpha,
+            edgecolor="white" if hatch is None else color,
+            linewidth=0.5,
+        )
         axes.text(position, value + 0.01 * top, _short(value), ha="center", va="bottom", fontsize=6.5)
     axes.set_ylim(0, top * 1.15 if top else 1)
 
@@ -268,22 +377,27 @@ def _shade_phases(axes, telemetry: Telemetry) -> set[str]:
     seen = set()
     for span in telemetry.phase_spans():
         if span.end_s > span.start_s:
-            axes.axvspan(span.start_s, span.end_s, color=PHASE_COLORS.get(span.phase, OTHER_PHASE_COLOR),
-                         linewidth=0, zorder=0)
+            axes.axvspan(
+                span.start_s, span.end_s, color=PHASE_COLORS.get(span.phase, OTHER_PHASE_COLOR), linewidth=0, zorder=0
+            )
             seen.add(span.phase)
     return seen
 
 
 def _figure_legend(figure, lines: dict[str, Line2D], phases: set[str]) -> int:
     """A legend across the top of the figure; returns how many rows it takes."""
-    handles = [Line2D(line.get_xdata(), line.get_ydata(), color=line.get_color(),
-                      linestyle=line.get_linestyle(), label=label) for label, line in lines.items()]
+    handles = [
+        Line2D(line.get_xdata(), line.get_ydata(), color=line.get_color(), linestyle=line.get_linestyle(), label=label)
+        for label, line in lines.items()
+    ]
     order = list(PHASE_COLORS) + sorted(phases - set(PHASE_COLORS))
-    handles += [Patch(facecolor=PHASE_COLORS.get(p, OTHER_PHASE_COLOR), label=f"phase: {p}")
-                for p in order if p in phases]
+    handles += [
+        Patch(facecolor=PHASE_COLORS.get(p, OTHER_PHASE_COLOR), label=f"phase: {p}") for p in order if p in phases
+    ]
     columns = min(len(handles), 3)
-    figure.legend(handles=_row_major(handles, columns), loc="upper center", ncol=columns, frameon=False,
-                  bbox_to_anchor=(0.5, 1.0))
+    figure.legend(
+        handles=_row_major(handles, columns), loc="upper center", ncol=columns, frameon=False, bbox_to_anchor=(0.5, 1.0)
+    )
     return -(-len(handles) // columns)
 
 
@@ -291,7 +405,7 @@ def _row_major(handles: list, columns: int) -> list:
     """Legend entries reordered so that matplotlib, which fills a legend column by column, shows
     them row by row in their given order."""
     rows = -(-len(handles) // columns)
-    grid = [handles[row * columns:(row + 1) * columns] for row in range(rows)]
+    grid = [handles[row * columns : (row + 1) * columns] for row in range(rows)]
     return [grid[row][col] for col in range(columns) for row in range(rows) if col < len(grid[row])]
 
 

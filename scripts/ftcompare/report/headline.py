@@ -17,36 +17,64 @@ def headline_columns(full_name: str | None) -> list[Column]:
     return [
         Column("model", "Model"),
         Column("method", "Method"),
-        Column("trainable_params", "Trainable parameters", "count", decimals=0,
-               group="Trainable params", short="number"),
-        Column("trainable_pct", "Trainable share", "% of all", significant=3,
-               group="Trainable params", short="share"),
-        Column("final_train_loss", "Final training loss", "nats/token", decimals=3,
-               group="Training loss", short="final"),
-        Column("mean_train_loss", "Mean training loss", "nats/token", decimals=3,
-               group="Training loss", short="mean"),
-        Column("eval_loss", "Eval loss, held-out", "nats/token", decimals=3,
-               group="Held-out eval", short="loss"),
-        Column("eval_perplexity", "Eval perplexity, held-out", "exp(loss)", decimals=2,
-               group="Held-out eval", short="perplexity"),
+        Column(
+            "trainable_params", "Trainable parameters", "count", decimals=0, group="Trainable params", short="number"
+        ),
+        Column("trainable_pct", "Trainable share", "% of all", significant=3, group="Trainable params", short="share"),
+        Column(
+            "final_train_loss", "Final training loss", "nats/token", decimals=3, group="Training loss", short="final"
+        ),
+        Column("mean_train_loss", "Mean training loss", "nats/token", decimals=3, group="Training loss", short="mean"),
+        Column("eval_loss", "Eval loss, held-out", "nats/token", decimals=3, group="Held-out eval", short="loss"),
+        Column(
+            "eval_perplexity",
+            "Eval perplexity, held-out",
+            "exp(loss)",
+            decimals=2,
+            group="Held-out eval",
+            short="perplexity",
+        ),
         Column("train_runtime_s", "Training runtime", "s", decimals=1, short="Runtime"),
-        Column("train_samples_per_s", "Throughput", "samples/s", decimals=3,
-               group="Throughput", short="samples"),
-        Column("train_tokens_per_s", "Throughput, all tokens", "tokens/s", decimals=1,
-               group="Throughput", short="tokens"),
-        Column("train_nonpad_tokens_per_s", "Throughput, non-padding", "tokens/s", decimals=1,
-               group="Throughput", short="non-pad"),
-        Column("peak_allocated_mb", "Peak memory, allocator", "MB", decimals=0, with_source=True,
-               group="Peak memory", short="allocator"),
-        Column("peak_device_memory_mb", "Peak memory, device-wide", "MB", decimals=0, with_source=True,
-               group="Peak memory", short="device-wide"),
+        Column("train_samples_per_s", "Throughput", "samples/s", decimals=3, group="Throughput", short="samples"),
+        Column(
+            "train_tokens_per_s", "Throughput, all tokens", "tokens/s", decimals=1, group="Throughput", short="tokens"
+        ),
+        Column(
+            "train_nonpad_tokens_per_s",
+            "Throughput, non-padding",
+            "tokens/s",
+            decimals=1,
+            group="Throughput",
+            short="non-pad",
+        ),
+        Column(
+            "peak_allocated_mb",
+            "Peak memory, allocator",
+            "MB",
+            decimals=0,
+            with_source=True,
+            group="Peak memory",
+            short="allocator",
+        ),
+        Column(
+            "peak_device_memory_mb",
+            "Peak memory, device-wide",
+            "MB",
+            decimals=0,
+            with_source=True,
+            group="Peak memory",
+            short="device-wide",
+        ),
         Column("energy_kj", "Energy", "kJ", significant=3, with_source=True),
-        Column("time_vs_full", f"Runtime ratio to {against}", "×", decimals=2,
-               group=f"Ratio to {against}", short="time"),
-        Column("memory_vs_full", f"Memory ratio to {against}", "×", decimals=2,
-               group=f"Ratio to {against}", short="memory"),
-        Column("energy_vs_full", f"Energy ratio to {against}", "×", decimals=2,
-               group=f"Ratio to {against}", short="energy"),
+        Column(
+            "time_vs_full", f"Runtime ratio to {against}", "×", decimals=2, group=f"Ratio to {against}", short="time"
+        ),
+        Column(
+            "memory_vs_full", f"Memory ratio to {against}", "×", decimals=2, group=f"Ratio to {against}", short="memory"
+        ),
+        Column(
+            "energy_vs_full", f"Energy ratio to {against}", "×", decimals=2, group=f"Ratio to {against}", short="energy"
+        ),
     ]
 
 
@@ -56,8 +84,10 @@ def method_name(method: str | None) -> str | None:
 
 def base_eval_loss(runs: list[RunResult]) -> float | None:
     """The base model's held-out eval loss before training, as the first run that has it reports."""
-    return next((run.metrics.eval_loss_before_training for run in runs
-                 if run.metrics.eval_loss_before_training is not None), None)
+    return next(
+        (run.metrics.eval_loss_before_training for run in runs if run.metrics.eval_loss_before_training is not None),
+        None,
+    )
 
 
 def headline_table(runs: list[RunResult]) -> Table:
@@ -65,8 +95,11 @@ def headline_table(runs: list[RunResult]) -> Table:
     columns = headline_columns(full.name if full else None)
     keys = [column.key for column in columns]
     base_loss = base_eval_loss(runs)
-    base = {"model": Cell(BASE_MODEL), "eval_loss": Cell(base_loss),
-            "eval_perplexity": Cell(math.exp(base_loss) if base_loss is not None and base_loss < 700 else None)}
+    base = {
+        "model": Cell(BASE_MODEL),
+        "eval_loss": Cell(base_loss),
+        "eval_perplexity": Cell(math.exp(base_loss) if base_loss is not None and base_loss < 700 else None),
+    }
     rows = [[base.get(key, Cell()) for key in keys]]
     for run in runs:
         cells = _run_cells(run, full)
@@ -105,41 +138,58 @@ def _run_cells(run: RunResult, full: RunResult | None) -> dict[str, Cell]:
 
 
 def _notes(runs: list[RunResult], full: RunResult | None, base_loss: float | None) -> list[str]:
-    notes = ["Losses are mean token cross-entropy in nats; perplexity is exp(loss). "
-             "Eval figures are on the held-out split."]
+    notes = [
+        "Losses are mean token cross-entropy in nats; perplexity is exp(loss). Eval figures are on the held-out split."
+    ]
     if base_loss is not None:
         notes.append("Base row: the base model's eval loss on the same held-out split before training.")
-    differing = {run.name: run.metrics.eval_loss_before_training for run in runs
-                 if run.metrics.eval_loss_before_training is not None
-                 and abs(run.metrics.eval_loss_before_training - base_loss) > 1e-6}
+    differing = {
+        run.name: run.metrics.eval_loss_before_training
+        for run in runs
+        if run.metrics.eval_loss_before_training is not None
+        and abs(run.metrics.eval_loss_before_training - base_loss) > 1e-6
+    }
     if differing:
         shown = next(run.name for run in runs if run.metrics.eval_loss_before_training is not None)
         listed = ", ".join(f"{name} {format_number(v, 4)}" for name, v in differing.items())
-        notes.append(f"The runs measured different base eval losses (shown: {shown}'s; also {listed}), "
-                     f"for example because their max_seq_length differs.")
-    warmup = {run.name: run.metrics.throughput_warmup_steps_excluded for run in runs
-              if run.metrics.throughput_warmup_steps_excluded is not None}
+        notes.append(
+            f"The runs measured different base eval losses (shown: {shown}'s; also {listed}), "
+            f"for example because their max_seq_length differs."
+        )
+    warmup = {
+        run.name: run.metrics.throughput_warmup_steps_excluded
+        for run in runs
+        if run.metrics.throughput_warmup_steps_excluded is not None
+    }
     if len(set(warmup.values())) == 1:
         steps = next(iter(warmup.values()))
         excluded = f"the first {steps} training step{'s' if steps != 1 else ''}"
     else:
         excluded = "warm-up steps (" + ", ".join(f"{name} {steps}" for name, steps in warmup.items()) + ")"
     if warmup:
-        notes.append(f"Throughput in tokens/s excludes {excluded} (warm-up). Samples/s is the trainer's "
-                     f"figure over the whole training loop (train_samples_per_second, the figure the blog "
-                     f"reports); runtime is that loop too.")
+        notes.append(
+            f"Throughput in tokens/s excludes {excluded} (warm-up). Samples/s is the trainer's "
+            f"figure over the whole training loop (train_samples_per_second, the figure the blog "
+            f"reports); runtime is that loop too."
+        )
     compiled = [run.name for run in runs if run.metrics.options.get("torch_compile") is True]
     if compiled:
-        notes.append(f"Run{'s' if len(compiled) > 1 else ''} {', '.join(compiled)} trained under torch.compile: "
-                     f"runtime includes the compilation during the first steps (tens of seconds on a CPU, "
-                     f"less when inductor's cache already holds the kernels); tokens/s leaves it out.")
-    notes.append("Peak memory, allocator: torch.cuda.max_memory_allocated since the start of training. "
-                 "Device-wide: the highest VRAM used on the device as the vendor library reports it "
-                 "(amdsmi or NVML), which includes other processes and the allocator's cache; on a CPU "
-                 "run the process's resident memory (RSS). A letter by each figure points to its source.")
+        notes.append(
+            f"Run{'s' if len(compiled) > 1 else ''} {', '.join(compiled)} trained under torch.compile: "
+            f"runtime includes the compilation during the first steps (tens of seconds on a CPU, "
+            f"less when inductor's cache already holds the kernels); tokens/s leaves it out."
+        )
+    notes.append(
+        "Peak memory, allocator: torch.cuda.max_memory_allocated since the start of training. "
+        "Device-wide: the highest VRAM used on the device as the vendor library reports it "
+        "(amdsmi or NVML), which includes other processes and the allocator's cache; on a CPU "
+        "run the process's resident memory (RSS). A letter by each figure points to its source."
+    )
     if full is not None:
-        notes.append(f"Ratios are against run {full.name} (full fine-tune): below 1 means less than it. "
-                     f"The memory ratio compares device-wide peaks.")
+        notes.append(
+            f"Ratios are against run {full.name} (full fine-tune): below 1 means less than it. "
+            f"The memory ratio compares device-wide peaks."
+        )
     else:
         notes.append("No run is a full fine-tune, so there are no ratios against one.")
     return notes

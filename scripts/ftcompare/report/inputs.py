@@ -24,6 +24,7 @@ class MemoryFigure:
 @dataclass(frozen=True)
 class Metrics:
     """metrics.json of one training run; any figure the trainer could not measure is None."""
+
     run: str
     method: str | None
     trainable_params: int | None = None
@@ -107,6 +108,7 @@ class ReportInputs:
 @dataclass(frozen=True)
 class ReportInputPaths:
     """Where each input lies; lists are in run order (generations: base first)."""
+
     metrics: list[Path]
     log_history: list[Path]
     train_telemetry: list[Path]
@@ -117,16 +119,24 @@ class ReportInputPaths:
     style: Path
 
 
-def load_report_inputs(paths: ReportInputPaths, runs: list[str], config: dict, config_hash: str,
-                       reference: dict | None, title: str) -> ReportInputs:
-    counts = {"metrics": len(paths.metrics), "log_history": len(paths.log_history),
-              "train_telemetry": len(paths.train_telemetry)}
+def load_report_inputs(
+    paths: ReportInputPaths, runs: list[str], config: dict, config_hash: str, reference: dict | None, title: str
+) -> ReportInputs:
+    counts = {
+        "metrics": len(paths.metrics),
+        "log_history": len(paths.log_history),
+        "train_telemetry": len(paths.train_telemetry),
+    }
     wrong = {name: n for name, n in counts.items() if n != len(runs)}
     if wrong:
-        raise FtcompareError(f"report inputs do not match the {len(runs)} runs {runs}: "
-                             + ", ".join(f"{name} has {n} files" for name, n in wrong.items()))
-    run_results = [load_run(name, Path(m), Path(h), Path(t)) for name, m, h, t in
-                   zip(runs, paths.metrics, paths.log_history, paths.train_telemetry)]
+        raise FtcompareError(
+            f"report inputs do not match the {len(runs)} runs {runs}: "
+            + ", ".join(f"{name} has {n} files" for name, n in wrong.items())
+        )
+    run_results = [
+        load_run(name, Path(m), Path(h), Path(t))
+        for name, m, h, t in zip(runs, paths.metrics, paths.log_history, paths.train_telemetry)
+    ]
     return ReportInputs(
         title=title,
         runs=run_results,
@@ -144,10 +154,16 @@ def load_report_inputs(paths: ReportInputPaths, runs: list[str], config: dict, c
 def load_run(name: str, metrics_path: Path, log_history_path: Path, telemetry_path: Path) -> RunResult:
     metrics = parse_metrics(read_json_object(metrics_path), fallback_run=name)
     if metrics.run != name:
-        raise FtcompareError(f"{metrics_path}: is for run {metrics.run!r}, expected {name!r} "
-                             f"(metrics must be listed in the order of params.runs)")
-    return RunResult(name=name, metrics=metrics, log_history=read_log_history(log_history_path),
-                     telemetry=load_telemetry(telemetry_path))
+        raise FtcompareError(
+            f"{metrics_path}: is for run {metrics.run!r}, expected {name!r} "
+            f"(metrics must be listed in the order of params.runs)"
+        )
+    return RunResult(
+        name=name,
+        metrics=metrics,
+        log_history=read_log_history(log_history_path),
+        telemetry=load_telemetry(telemetry_path),
+    )
 
 
 def parse_metrics(raw: dict, fallback_run: str) -> Metrics:
@@ -176,24 +192,38 @@ def parse_metrics(raw: dict, fallback_run: str) -> Metrics:
     if eval_perplexity is None and eval_loss is not None and eval_loss < 700:
         eval_perplexity = math.exp(eval_loss)
     return Metrics(
-        run=text("run") or fallback_run, method=text("method"),
-        trainable_params=trainable, total_params=total, trainable_pct=trainable_pct,
-        train_steps=integer("train_steps"), train_runtime_s=number("train_runtime_s"),
-        train_samples_per_s=number("train_samples_per_s"), train_tokens_per_s=number("train_tokens_per_s"),
+        run=text("run") or fallback_run,
+        method=text("method"),
+        trainable_params=trainable,
+        total_params=total,
+        trainable_pct=trainable_pct,
+        train_steps=integer("train_steps"),
+        train_runtime_s=number("train_runtime_s"),
+        train_samples_per_s=number("train_samples_per_s"),
+        train_tokens_per_s=number("train_tokens_per_s"),
         train_nonpad_tokens_per_s=number("train_nonpad_tokens_per_s"),
         throughput_warmup_steps_excluded=integer("throughput_warmup_steps_excluded"),
-        final_train_loss=number("final_train_loss"), mean_train_loss=number("mean_train_loss"),
-        eval_loss=eval_loss, eval_perplexity=eval_perplexity,
+        final_train_loss=number("final_train_loss"),
+        mean_train_loss=number("mean_train_loss"),
+        eval_loss=eval_loss,
+        eval_perplexity=eval_perplexity,
         eval_loss_before_training=number("eval_loss_before_training"),
-        peak_memory_mb=number("peak_memory_mb"), peak_memory_source=text("peak_memory_source"),
-        memory=memory, energy_j=number("energy_j"), energy_source=text("energy_source"),
-        device=text("device"), device_name=text("device_name"),
+        peak_memory_mb=number("peak_memory_mb"),
+        peak_memory_source=text("peak_memory_source"),
+        memory=memory,
+        energy_j=number("energy_j"),
+        energy_source=text("energy_source"),
+        device=text("device"),
+        device_name=text("device_name"),
         options=raw.get("options") if isinstance(raw.get("options"), dict) else {},
-        learning_rate=number("learning_rate"), resumed_from_step=integer("resumed_from_step"),
-        started_at=text("started_at"), finished_at=text("finished_at"),
+        learning_rate=number("learning_rate"),
+        resumed_from_step=integer("resumed_from_step"),
+        started_at=text("started_at"),
+        finished_at=text("finished_at"),
         torch_build=text("torch_build"),
         versions={str(k): str(v) for k, v in (raw.get("versions") or {}).items()}
-        if isinstance(raw.get("versions"), dict) else {},
+        if isinstance(raw.get("versions"), dict)
+        else {},
     )
 
 
@@ -242,14 +272,16 @@ def load_generations(path: Path) -> ModelGenerations:
             raise FtcompareError(f"{path}, line {number}: expected a JSON object per line")
         model_fields.append(record.get("model"))
         new_tokens = as_number(record.get("new_tokens"))
-        generations.append(Generation(
-            prompt_id=str(record.get("prompt_id", len(generations))),
-            prompt=str(record.get("prompt") or ""),
-            formatted_prompt=str(record.get("formatted_prompt") or ""),
-            output=str(record.get("output") or ""),
-            new_tokens=int(new_tokens) if new_tokens is not None else None,
-            seconds=as_number(record.get("seconds")),
-        ))
+        generations.append(
+            Generation(
+                prompt_id=str(record.get("prompt_id", len(generations))),
+                prompt=str(record.get("prompt") or ""),
+                formatted_prompt=str(record.get("formatted_prompt") or ""),
+                output=str(record.get("output") or ""),
+                new_tokens=int(new_tokens) if new_tokens is not None else None,
+                seconds=as_number(record.get("seconds")),
+            )
+        )
     model = str(model_fields[0]) if model_fields and model_fields[0] else name
     telemetry = load_telemetry(path.with_name(f"{name}.telemetry.json"))
     return ModelGenerations(model=model, generations=generations, telemetry=telemetry)

@@ -6,10 +6,24 @@ from ftcompare.report.numbers import is_number
 from ftcompare.report.table import Table, cell_text, header_groups
 
 SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    "×": r"$\times$", "—": "---", "–": "--", "…": r"\dots{}", "µ": r"$\mu$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "×": r"$\times$",
+    "—": "---",
+    "–": "--",
+    "…": r"\dots{}",
+    "µ": r"$\mu$",
 }
 SPECIAL_PATTERN = re.compile("|".join(re.escape(char) for char in SPECIAL))
 MISSING = "---"

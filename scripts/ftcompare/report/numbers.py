@@ -31,8 +31,9 @@ def rounded(value, decimals: int | None = None, significant: int | None = None):
     return value
 
 
-def format_number(value, decimals: int | None = None, significant: int | None = None,
-                  thousands: str = ",") -> str | None:
+def format_number(
+    value, decimals: int | None = None, significant: int | None = None, thousands: str = ","
+) -> str | None:
     """Text for `value` (None when there is no number): fixed decimals or significant digits,
     groups of thousands joined by `thousands`, never scientific notation."""
     value = rounded(value, decimals, significant)

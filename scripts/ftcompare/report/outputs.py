@@ -15,7 +15,7 @@ PREVIEW_CHARACTERS = 240
 @dataclass(frozen=True)
 class Answer:
     model: str
-    text: str | None       # None: this model has no answer to the prompt
+    text: str | None  # None: this model has no answer to the prompt
     new_tokens: int | None
     seconds: float | None
     folded: bool
@@ -64,11 +64,20 @@ def generation_summary_table(models: list[ModelGenerations]) -> Table:
         if memory is None:
             memory, kind = model.telemetry.peak("rss_mb"), "process RSS"
         source = f"{kind} ({model.telemetry.peak_origin(memory)})" if memory else None
-        rows.append([Cell(model.model), Cell(len(model.generations)), Cell(total_tokens), Cell(total_seconds),
-                     Cell(ratio(total_tokens, total_seconds)),
-                     Cell(memory.value if memory else None, source)])
-    notes = ["Generation time is the sum of the per-prompt times the generation job measured; "
-             "throughput is new tokens over that time. Peak memory: the generation job's telemetry."]
+        rows.append(
+            [
+                Cell(model.model),
+                Cell(len(model.generations)),
+                Cell(total_tokens),
+                Cell(total_seconds),
+                Cell(ratio(total_tokens, total_seconds)),
+                Cell(memory.value if memory else None, source),
+            ]
+        )
+    notes = [
+        "Generation time is the sum of the per-prompt times the generation job measured; "
+        "throughput is new tokens over that time. Peak memory: the generation job's telemetry."
+    ]
     return Table(columns=columns, rows=rows, notes=notes)
 
 
@@ -77,12 +86,11 @@ def _answer(model: str, generation: Generation | None) -> Answer:
         return Answer(model, None, None, None, False, "")
     text = generation.output
     folded = len(text) > FOLD_CHARACTERS or text.count("\n") >= FOLD_LINES
-    return Answer(model, text, generation.new_tokens, generation.seconds, folded,
-                  _preview(text) if folded else text)
+    return Answer(model, text, generation.new_tokens, generation.seconds, folded, _preview(text) if folded else text)
 
 
 def _preview(text: str) -> str:
-    head = " ".join(text[:PREVIEW_CHARACTERS + 1].split())
+    head = " ".join(text[: PREVIEW_CHARACTERS + 1].split())
     if len(head) > PREVIEW_CHARACTERS:
         head = head[:PREVIEW_CHARACTERS].rsplit(" ", 1)[0]
     return head + " …"

@@ -16,9 +16,27 @@ import yaml
 from ftcompare.report.inputs import ReportInputs
 
 REPO_DIR = Path(__file__).resolve().parents[3]
-PACKAGES = ["torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers",
-            "safetensors", "bitsandbytes", "snakemake", "numpy", "pandas", "matplotlib", "seaborn",
-            "jinja2", "jsonschema", "psutil", "amdsmi", "nvidia-ml-py"]
+PACKAGES = [
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "bitsandbytes",
+    "snakemake",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "seaborn",
+    "jinja2",
+    "jsonschema",
+    "psutil",
+    "amdsmi",
+    "nvidia-ml-py",
+]
 
 
 @dataclass(frozen=True)
@@ -35,8 +53,10 @@ class GitState:
             return f"{self.commit} (could not tell whether the tree was dirty)"
         if not self.dirty:
             return f"{self.commit}, clean tree"
-        return f"{self.commit}, dirty tree ({len(self.changed_paths)} changed or untracked path" \
-               f"{'s' if len(self.changed_paths) != 1 else ''})"
+        return (
+            f"{self.commit}, dirty tree ({len(self.changed_paths)} changed or untracked path"
+            f"{'s' if len(self.changed_paths) != 1 else ''})"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +85,7 @@ class RunRecord:
 class Provenance:
     """`torch_build` and `packages` describe the report job's environment; a training job that
     records its own (metrics.json `torch_build`, `versions`) is shown per run beside it."""
+
     generated_at: str
     command_line: str
     git: GitState
@@ -87,9 +108,13 @@ class Provenance:
         return [(name, [run.versions.get(name) for run in self.runs]) for name in names]
 
 
-def collect_provenance(inputs: ReportInputs, command_line: str | None = None,
-                       repo_dir: Path = REPO_DIR, now: datetime.datetime | None = None) -> Provenance:
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+def collect_provenance(
+    inputs: ReportInputs,
+    command_line: str | None = None,
+    repo_dir: Path = REPO_DIR,
+    now: datetime.datetime | None = None,
+) -> Provenance:
+    now = now or datetime.datetime.now(datetime.UTC)
     return Provenance(
         generated_at=now.isoformat(timespec="seconds"),
         command_line=command_line or shlex.join(sys.argv),
@@ -99,10 +124,20 @@ def collect_provenance(inputs: ReportInputs, command_line: str | None = None,
         torch_build=torch_build(),
         packages=package_versions(PACKAGES),
         devices=device_records(inputs),
-        runs=[RunRecord(run.name, run.method, run.metrics.learning_rate, run.metrics.started_at,
-                        run.metrics.finished_at, run.metrics.resumed_from_step, run.metrics.options,
-                        run.metrics.torch_build, run.metrics.versions)
-              for run in inputs.runs],
+        runs=[
+            RunRecord(
+                run.name,
+                run.method,
+                run.metrics.learning_rate,
+                run.metrics.started_at,
+                run.metrics.finished_at,
+                run.metrics.resumed_from_step,
+                run.metrics.options,
+                run.metrics.torch_build,
+                run.metrics.versions,
+            )
+            for run in inputs.runs
+        ],
         trust_remote_code=bool(inputs.config.get("trust_remote_code", False)),
         config_hash=inputs.config_hash,
         config_yaml=yaml.safe_dump(inputs.config, sort_keys=False, allow_unicode=True, width=100),
@@ -125,8 +160,13 @@ def git_state(repo_dir: Path) -> GitState:
 
 def _git(repo_dir: Path, *args: str) -> str | None:
     try:
-        done = subprocess.run(["git", "--no-optional-locks", "-C", str(repo_dir), *args],
-                              capture_output=True, text=True, timeout=20, check=False)
+        done = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(repo_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -160,15 +200,20 @@ def package_versions(names: list[str]) -> list[tuple[str, str]]:
 def device_records(inputs: ReportInputs) -> list[DeviceRecord]:
     """Each job's devices as its telemetry names them, or the trainer's device name without it."""
     records = []
-    jobs = [(f"train {run.name}", run.telemetry, run.metrics.device, run.metrics.device_name)
-            for run in inputs.runs]
+    jobs = [(f"train {run.name}", run.telemetry, run.metrics.device, run.metrics.device_name) for run in inputs.runs]
     jobs += [(f"generate {model.model}", model.telemetry, None, None) for model in inputs.generations]
     for job, telemetry, device, device_name in jobs:
         listed = [d for d in telemetry.summary.get("devices") or [] if isinstance(d, dict)]
         for entry in listed:
-            records.append(DeviceRecord(job, _text(entry.get("device")), _text(entry.get("name")),
-                                        telemetry.backend, _text(entry.get("driver_version"))
-                                        or telemetry.driver_version))
+            records.append(
+                DeviceRecord(
+                    job,
+                    _text(entry.get("device")),
+                    _text(entry.get("name")),
+                    telemetry.backend,
+                    _text(entry.get("driver_version")) or telemetry.driver_version,
+                )
+            )
         if not listed and (device or device_name or telemetry.backend):
             records.append(DeviceRecord(job, device, device_name, telemetry.backend, telemetry.driver_version))
     return records
@@ -201,6 +246,7 @@ def _command_line_of(pid: int) -> list[str] | None:
     except OSError:
         try:
             import psutil  # where there is no /proc (macOS)
+
             return psutil.Process(pid).cmdline()
         except Exception:  # psutil missing, or the process gone or not ours to read
             return None
@@ -214,6 +260,7 @@ def _parent_of(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         try:
             import psutil
+
             return psutil.Process(pid).ppid()
         except Exception:
             return None

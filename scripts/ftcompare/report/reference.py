@@ -35,20 +35,28 @@ def reference_table(runs: list[RunResult], reference: dict) -> Table | None:
         return None
     columns = [Column("figure", "Figure"), Column("unit", "Unit")]
     for run in matched:
-        columns += [Column(f"{run.name}_published", f"{run.name}: published", decimals=3,
-                           group=run.name, short="published"),
-                    Column(f"{run.name}_this_study", f"{run.name}: this study", decimals=3,
-                           group=run.name, short="this study"),
-                    Column(f"{run.name}_ratio", f"{run.name}: ratio, this study / published", decimals=2,
-                           group=run.name, short="ratio")]
+        columns += [
+            Column(f"{run.name}_published", f"{run.name}: published", decimals=3, group=run.name, short="published"),
+            Column(f"{run.name}_this_study", f"{run.name}: this study", decimals=3, group=run.name, short="this study"),
+            Column(
+                f"{run.name}_ratio",
+                f"{run.name}: ratio, this study / published",
+                decimals=2,
+                group=run.name,
+                short="ratio",
+            ),
+        ]
     rows = []
     for figure in FIGURES:
         row = [Cell(figure.label), Cell(figure.unit)]
         for run in matched:
             published = as_number(reference[run.name].get(figure.key))
             ours = _this_study(run, figure.key)
-            row += [Cell(published, decimals=figure.decimals), Cell(ours, decimals=figure.decimals),
-                    Cell(ratio(ours, published), decimals=2)]
+            row += [
+                Cell(published, decimals=figure.decimals),
+                Cell(ours, decimals=figure.decimals),
+                Cell(ratio(ours, published), decimals=2),
+            ]
         rows.append(row)
     return Table(columns=columns, rows=rows, notes=_notes(runs, matched, reference))
 
@@ -76,9 +84,11 @@ def _notes(runs: list[RunResult], matched: list[RunResult], reference: dict) -> 
         ours = _hardware(run) or "unknown"
         notes.append(f"Hardware for {run.name}: published on {published}; this study on {ours}.")
     notes.append("Ratio: this study's figure divided by the published one.")
-    notes.append("Peak VRAM used: the published figure is a snapshot of the device's memory use during "
-                 "training; this study's is the highest VRAM used over the sampled telemetry, as % of the "
-                 "device's total.")
+    notes.append(
+        "Peak VRAM used: the published figure is a snapshot of the device's memory use during "
+        "training; this study's is the highest VRAM used over the sampled telemetry, as % of the "
+        "device's total."
+    )
     names = {run.name for run in runs}
     unmatched = [name for name in reference if name not in names]
     if unmatched:

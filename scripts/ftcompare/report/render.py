@@ -14,14 +14,15 @@ from ftcompare.report.table import MISSING, Table, cell_text, header_groups
 
 # No network, no scripts: images come as data: URIs and styles inline. A stray <script> in
 # model output is escaped anyway; this makes the browser refuse one too.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
-                           "form-action 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
 
 
 @dataclass(frozen=True)
 class HtmlCell:
     text: str
-    value: str | None      # the exact number, for readers and tests that want more digits
+    value: str | None  # the exact number, for readers and tests that want more digits
     source: str | None
     source_mark: str | None  # a letter that points to the source in the table's key
     numeric: bool
@@ -32,14 +33,14 @@ class HtmlCell:
 class HtmlHeader:
     key: str
     label: str
-    unit: str           # the column's unit
-    unit_shown: bool    # False where the group's spanning header shows it
+    unit: str  # the column's unit
+    unit_shown: bool  # False where the group's spanning header shows it
     numeric: bool
 
 
 @dataclass(frozen=True)
 class HtmlHeaderGroup:
-    label: str | None   # None: a column on its own, its header spanning both header rows
+    label: str | None  # None: a column on its own, its header spanning both header rows
     unit: str | None
     headers: list[HtmlHeader]
 
@@ -69,9 +70,16 @@ def html_table(table: Table) -> HtmlTable:
     the table too wide to read."""
     groups = []
     for group in header_groups(table.columns):
-        groups.append(HtmlHeaderGroup(group.label, group.unit, [
-            HtmlHeader(c.key, c.short or c.label, c.unit,
-                       bool(c.unit) and group.unit is None, c.is_numeric) for c in group.columns]))
+        groups.append(
+            HtmlHeaderGroup(
+                group.label,
+                group.unit,
+                [
+                    HtmlHeader(c.key, c.short or c.label, c.unit, bool(c.unit) and group.unit is None, c.is_numeric)
+                    for c in group.columns
+                ],
+            )
+        )
     headers = [header for group in groups for header in group.headers]
     marks: dict[str, str] = {}
     rows = []
@@ -81,13 +89,21 @@ def html_table(table: Table) -> HtmlTable:
             text = cell_text(column, cell)
             numeric = is_number(cell.value) or (cell.value is None and column.is_numeric)
             mark = marks.setdefault(cell.source, _mark(len(marks))) if cell.source else None
-            cells.append(HtmlCell(text=MISSING if text is None else text,
-                                  value=repr(cell.value) if is_number(cell.value) else None,
-                                  source=cell.source, source_mark=mark, numeric=numeric, missing=text is None))
+            cells.append(
+                HtmlCell(
+                    text=MISSING if text is None else text,
+                    value=repr(cell.value) if is_number(cell.value) else None,
+                    source=cell.source,
+                    source_mark=mark,
+                    numeric=numeric,
+                    missing=text is None,
+                )
+            )
         rows.append(cells)
     header_rows = 2 if any(group.label for group in groups) else 1
-    return HtmlTable(groups, header_rows, headers, rows, table.notes,
-                     [(mark, source) for source, mark in marks.items()])
+    return HtmlTable(
+        groups, header_rows, headers, rows, table.notes, [(mark, source) for source, mark in marks.items()]
+    )
 
 
 def _mark(index: int) -> str:

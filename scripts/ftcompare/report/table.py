@@ -15,14 +15,14 @@ MISSING = "—"
 
 @dataclass(frozen=True)
 class Column:
-    key: str                        # CSV header; names the unit too (…_s, …_mb)
+    key: str  # CSV header; names the unit too (…_s, …_mb)
     label: str
-    unit: str = ""                  # shown under the label; "" for text columns
-    decimals: int | None = None     # numbers: fixed decimals …
+    unit: str = ""  # shown under the label; "" for text columns
+    decimals: int | None = None  # numbers: fixed decimals …
     significant: int | None = None  # … or significant digits; neither: text
-    with_source: bool = False       # the CSV gets a `<key>_source` column
-    group: str | None = None        # neighbours with one group share a spanning header
-    short: str | None = None        # the label in a wide table's header (the full one elsewhere)
+    with_source: bool = False  # the CSV gets a `<key>_source` column
+    group: str | None = None  # neighbours with one group share a spanning header
+    short: str | None = None  # the label in a wide table's header (the full one elsewhere)
 
     @property
     def is_numeric(self) -> bool:
@@ -32,6 +32,7 @@ class Column:
 @dataclass(frozen=True)
 class HeaderGroup:
     """Neighbouring columns under one spanning header (or a column on its own: label None)."""
+
     label: str | None
     columns: list[Column]
 
@@ -56,7 +57,7 @@ def header_groups(columns: list[Column]) -> list[HeaderGroup]:
 class Cell:
     value: object = None
     source: str | None = None
-    decimals: int | None = None     # overrides the column's, for tables with a figure per row
+    decimals: int | None = None  # overrides the column's, for tables with a figure per row
     significant: int | None = None
 
     def digits(self, column: Column) -> tuple[int | None, int | None]:

@@ -10,9 +10,24 @@ import pandas as pd
 
 from ftcompare.report.numbers import as_number
 
-SAMPLE_COLUMNS = ["time_s", "phase", "device", "backend", "vram_used_mb", "vram_total_mb",
-                  "process_vram_mb", "torch_allocated_mb", "torch_reserved_mb", "util_pct",
-                  "mem_util_pct", "power_w", "temp_c", "energy_j", "rss_mb", "cpu_pct"]
+SAMPLE_COLUMNS = [
+    "time_s",
+    "phase",
+    "device",
+    "backend",
+    "vram_used_mb",
+    "vram_total_mb",
+    "process_vram_mb",
+    "torch_allocated_mb",
+    "torch_reserved_mb",
+    "util_pct",
+    "mem_util_pct",
+    "power_w",
+    "temp_c",
+    "energy_j",
+    "rss_mb",
+    "cpu_pct",
+]
 TEXT_COLUMNS = {"phase", "device", "backend"}
 
 
@@ -61,7 +76,7 @@ class Telemetry:
         """The highest value of `column` over the devices in the summary's `peaks`."""
         best = None
         peaks = self.summary.get("peaks")
-        for device, values in (peaks.items() if isinstance(peaks, dict) else []):
+        for device, values in peaks.items() if isinstance(peaks, dict) else []:
             value = as_number(values.get(column)) if isinstance(values, dict) else None
             if value is not None and (best is None or value > best.value):
                 best = Peak(float(value), str(device))
@@ -96,8 +111,7 @@ class Telemetry:
         """Consecutive samples of one phase joined into spans; a span ends where the next begins."""
         if not len(self.samples) or self.samples["phase"].isna().all():
             return []
-        timeline = (self.samples.dropna(subset=["time_s", "phase"])
-                    .drop_duplicates("time_s").sort_values("time_s"))
+        timeline = self.samples.dropna(subset=["time_s", "phase"]).drop_duplicates("time_s").sort_values("time_s")
         spans: list[PhaseSpan] = []
         for time_s, phase in zip(timeline["time_s"], timeline["phase"]):
             if spans and spans[-1].phase == phase:

@@ -22,27 +22,31 @@ def run_verdict(run: RunResult, full: RunResult | None) -> Verdict:
     base = m.eval_loss_before_training
     final_below = None if base is None or m.final_train_loss is None else m.final_train_loss < base
     eval_below = None if base is None or m.eval_loss is None else m.eval_loss < base
-    return Verdict(run.name, final_below, eval_below, _loss_sentence(run, final_below, eval_below),
-                   _cost_sentence(run, full))
+    return Verdict(
+        run.name, final_below, eval_below, _loss_sentence(run, final_below, eval_below), _cost_sentence(run, full)
+    )
 
 
 def _loss_sentence(run: RunResult, final_below: bool | None, eval_below: bool | None) -> str:
     m = run.metrics
     base = m.eval_loss_before_training
     if base is None:
-        return (f"{run.name}: cannot say whether training helped: the base model's eval loss before "
-                f"training was not recorded.")
+        return (
+            f"{run.name}: cannot say whether training helped: the base model's eval loss before "
+            f"training was not recorded."
+        )
     final = f"final training loss {_loss(m.final_train_loss)}"
     held_out = f"held-out eval loss {_loss(m.eval_loss)}"
     against = f"the base model's eval loss before training ({_loss(base)})"
     if final_below is None and eval_below is None:
         return f"{run.name}: no final training loss or eval loss was recorded to compare with {against}."
     if final_below is None:
-        return (f"{run.name}: {held_out} is {'below' if eval_below else 'not below'} {against}; "
-                f"no final training loss was recorded.")
+        return (
+            f"{run.name}: {held_out} is {'below' if eval_below else 'not below'} {against}; "
+            f"no final training loss was recorded."
+        )
     if eval_below is None:
-        return (f"{run.name}: {final} is {'below' if final_below else 'not below'} {against}; "
-                f"no eval loss was recorded.")
+        return f"{run.name}: {final} is {'below' if final_below else 'not below'} {against}; no eval loss was recorded."
     if final_below and eval_below:
         return f"{run.name}: {final} and {held_out} are both below {against}."
     if not final_below and not eval_below:

@@ -24,8 +24,16 @@ from ftcompare.telemetry.reading import BackendUnavailable, DeviceReading, descr
 from ftcompare.telemetry.schema import MIB
 
 NAME = "amdsmi"
-COLUMNS = ("vram_used_mb", "vram_total_mb", "process_vram_mb", "util_pct", "mem_util_pct", "power_w",
-           "temp_c", "energy_j")
+COLUMNS = (
+    "vram_used_mb",
+    "vram_total_mb",
+    "process_vram_mb",
+    "util_pct",
+    "mem_util_pct",
+    "power_w",
+    "temp_c",
+    "energy_j",
+)
 POWER_KEYS = ("socket_power", "current_socket_power", "average_socket_power")
 TEMPERATURE_SENSORS = ("HOTSPOT", "JUNCTION", "EDGE")
 ENERGY_COUNTER = "amdsmi energy counter (accumulator × counter_resolution)"
@@ -62,8 +70,9 @@ def import_amdsmi():
         raise BackendUnavailable(f"the amdsmi package is not installed ({error})") from None
     except Exception as error:  # KeyError, OSError, AttributeError: a package without its native library
         printed = " ".join(captured.getvalue().split())
-        raise BackendUnavailable(f"import amdsmi failed: {describe_error(error)}"
-                                 + (f" (it printed: {printed})" if printed else "")) from None
+        raise BackendUnavailable(
+            f"import amdsmi failed: {describe_error(error)}" + (f" (it printed: {printed})" if printed else "")
+        ) from None
 
 
 class AmdsmiBackend:
@@ -101,9 +110,17 @@ class AmdsmiBackend:
             self.smi.amdsmi_shut_down()
 
     def list_devices(self) -> list[VendorDevice]:
-        return [VendorDevice(index=i, name=self._name(h), pci_bus_id=self._bdf(h), uuid=self._call_text(
-                    "amdsmi_get_gpu_device_uuid", h), unique_id=self._unique_id(h), handle=h)
-                for i, h in enumerate(self._handles)]
+        return [
+            VendorDevice(
+                index=i,
+                name=self._name(h),
+                pci_bus_id=self._bdf(h),
+                uuid=self._call_text("amdsmi_get_gpu_device_uuid", h),
+                unique_id=self._unique_id(h),
+                handle=h,
+            )
+            for i, h in enumerate(self._handles)
+        ]
 
     def driver_version(self, device: VendorDevice) -> str | None:
         info = self._call("amdsmi_get_gpu_driver_info", device.handle)
@@ -113,9 +130,11 @@ class AmdsmiBackend:
 
     def notes(self, device: VendorDevice) -> list[str]:
         if device.name and "MI250" in device.name.upper():
-            return ["one GCD of an MI250/MI250X: the card shows as two devices, each with its own half of "
-                    "the memory and its own figures; power and energy are the package's and some drivers "
-                    "report them on one GCD only, so do not add the two GCDs' power or energy"]
+            return [
+                "one GCD of an MI250/MI250X: the card shows as two devices, each with its own half of "
+                "the memory and its own figures; power and energy are the package's and some drivers "
+                "report them on one GCD only, so do not add the two GCDs' power or energy"
+            ]
         return []
 
     def sources(self, device: VendorDevice) -> dict:
@@ -147,9 +166,14 @@ class AmdsmiBackend:
         values["temp_c"] = attempt(("temp_c",), lambda: self._temperature(device))
         values["energy_counter_j"] = attempt(("energy_j",), lambda: self._energy_counter_j(h))
         values["process_vram_mb"] = attempt(("process_vram_mb",), lambda: self._process_vram_mb(h))
-        reasons = {"energy_counter_j": ("energy_j", "amdsmi_get_energy_count gave no accumulator or resolution"),
-                   "process_vram_mb": ("process_vram_mb", f"this process (pid {os.getpid()}) is not in amdsmi's "
-                                       "process list (no GPU context yet, or a container hides host PIDs)")}
+        reasons = {
+            "energy_counter_j": ("energy_j", "amdsmi_get_energy_count gave no accumulator or resolution"),
+            "process_vram_mb": (
+                "process_vram_mb",
+                f"this process (pid {os.getpid()}) is not in amdsmi's "
+                "process list (no GPU context yet, or a container hides host PIDs)",
+            ),
+        }
         reading.record_missing(values, reasons, "amdsmi reported no value (N/A or key absent)")
         return values
 
@@ -159,8 +183,9 @@ class AmdsmiBackend:
         for key in [k for k, v in readings.items() if v and v > 0] + [k for k, v in readings.items() if v == 0]:
             value = readings[key]
             if value >= IMPLAUSIBLE_POWER_W:
-                read_log.missing(label, "power_w", f"amdsmi {key}={value:g} is not a plausible power in W",
-                                 level=logging.WARNING)
+                read_log.missing(
+                    label, "power_w", f"amdsmi {key}={value:g} is not a plausible power in W", level=logging.WARNING
+                )
                 continue
             self._power_key[device.index] = key
             return value

@@ -46,8 +46,10 @@ class CpuBackend:
         return f"process {self.process.pid} ({name}) and its child processes"
 
     def sources(self) -> dict:
-        return {"rss_mb": "process RSS (with children)",
-                "cpu_pct": "process CPU time (with running children) per interval, % of one core"}
+        return {
+            "rss_mb": "process RSS (with children)",
+            "cpu_pct": "process CPU time (with running children) per interval, % of one core",
+        }
 
     def read(self, label: str, read_log) -> dict:
         now = time.monotonic()
@@ -77,8 +79,12 @@ class CpuBackend:
                     used += seconds  # started during this interval
             cpu_pct = 100.0 * used / (now - last_time) if now > last_time else None
         else:
-            read_log.missing(label, "cpu_pct", "cpu: the first sample has no previous one to measure CPU time from",
-                             level=logging.DEBUG)
+            read_log.missing(
+                label,
+                "cpu_pct",
+                "cpu: the first sample has no previous one to measure CPU time from",
+                level=logging.DEBUG,
+            )
         self._last = (now, {pid: seconds for pid, (seconds, _) in cpu_seconds.items()})
         return {"rss_mb": rss_bytes / MIB, "cpu_pct": cpu_pct}
 

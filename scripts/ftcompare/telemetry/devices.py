@@ -52,8 +52,9 @@ def normalise_pci_bus_id(text) -> str | None:
     """'00000000:17:00.0', '0000:17:00.0' or '17:00.0' -> '0000:17:00.0'; None if unparsable."""
     if not text:
         return None
-    match = re.fullmatch(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?",
-                         str(text).strip())
+    match = re.fullmatch(
+        r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?", str(text).strip()
+    )
     if not match:
         return None
     domain, bus, device, function = match.groups()
@@ -117,11 +118,19 @@ def read_kfd_nodes(root=KFD_NODES) -> list[KfdNode] | None:
         for node in nodes:
             if int((node / "gpu_id").read_text().strip() or "0") == 0:
                 continue  # a CPU node
-            props = dict(line.split(None, 1) for line in (node / "properties").read_text().splitlines()
-                         if len(line.split(None, 1)) == 2)
+            props = dict(
+                line.split(None, 1)
+                for line in (node / "properties").read_text().splitlines()
+                if len(line.split(None, 1)) == 2
+            )
             location = int(props.get("location_id", "0"))
-            pci = pci_bus_id_from_parts(int(props.get("domain", "0")), location >> 8, (location >> 3) & 0x1F,
-                                        location & 0x7) if location else None
+            pci = (
+                pci_bus_id_from_parts(
+                    int(props.get("domain", "0")), location >> 8, (location >> 3) & 0x1F, location & 0x7
+                )
+                if location
+                else None
+            )
             result.append(KfdNode(pci_bus_id=pci, unique_id=amd_unique_id(int(props.get("unique_id", "0")))))
         return result
     except (OSError, ValueError):
@@ -146,15 +155,28 @@ def _select_by_torch(vendor, vendor_devices, torch_devices) -> Selection:
         else:
             chosen.append((torch_device.ordinal, match))
             keys.add(key)
-    how = (f"torch's devices matched to {vendor} by {' and '.join(sorted(keys))}" if chosen
-           else f"none of torch's {len(torch_devices)} device(s) is a {vendor} device")
-    warnings = [f"{', '.join(unmatched)} not found among {vendor}'s devices: no vendor figures for "
-                f"{'it' if len(unmatched) == 1 else 'them'}"] if chosen and unmatched else []
+    how = (
+        f"torch's devices matched to {vendor} by {' and '.join(sorted(keys))}"
+        if chosen
+        else f"none of torch's {len(torch_devices)} device(s) is a {vendor} device"
+    )
+    warnings = (
+        [
+            f"{', '.join(unmatched)} not found among {vendor}'s devices: no vendor figures for "
+            f"{'it' if len(unmatched) == 1 else 'them'}"
+        ]
+        if chosen and unmatched
+        else []
+    )
     shared = {}
     for ordinal, device in chosen:
         shared.setdefault(device.index, []).append(f"cuda:{ordinal}")
-    warnings += [f"{' and '.join(labels)} are the same {vendor} device (a partitioned GPU?): its device-wide "
-                 "figures are the whole device's" for labels in shared.values() if len(labels) > 1]
+    warnings += [
+        f"{' and '.join(labels)} are the same {vendor} device (a partitioned GPU?): its device-wide "
+        "figures are the whole device's"
+        for labels in shared.values()
+        if len(labels) > 1
+    ]
     return Selection(chosen, how, warnings)
 
 
@@ -179,19 +201,26 @@ def _match_torch_device(vendor, vendor_devices, torch_device):
 
 def _select_by_cuda_env(vendor_devices, environ) -> Selection:
     entries = parse_visible(environ.get("CUDA_VISIBLE_DEVICES"))
-    position_note = ("assuming CUDA numbers devices in PCI bus order like NVML "
-                     "(set CUDA_DEVICE_ORDER=PCI_BUS_ID to make it so)")
+    position_note = (
+        "assuming CUDA numbers devices in PCI bus order like NVML (set CUDA_DEVICE_ORDER=PCI_BUS_ID to make it so)"
+    )
     pci_order = environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
     if entries is None:
         warnings = [f"ordinals by position, {position_note}"] if len(vendor_devices) > 1 and not pci_order else []
-        return Selection(list(enumerate(vendor_devices)), f"CUDA_VISIBLE_DEVICES unset: all {len(vendor_devices)} "
-                                                          f"NVML device(s)", warnings)
+        return Selection(
+            list(enumerate(vendor_devices)),
+            f"CUDA_VISIBLE_DEVICES unset: all {len(vendor_devices)} NVML device(s)",
+            warnings,
+        )
     picked, problem, by_index = _resolve_entries(entries, vendor_devices, _nvml_uuid_match)
     warnings = [problem] if problem else []
     if by_index and not pci_order and len(vendor_devices) > 1:
         warnings.append(f"CUDA_VISIBLE_DEVICES indices mapped by position, {position_note}")
-    return Selection([(ordinal, vendor_devices[i]) for ordinal, i in enumerate(picked)],
-                     f"CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES')!r}", warnings)
+    return Selection(
+        [(ordinal, vendor_devices[i]) for ordinal, i in enumerate(picked)],
+        f"CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES')!r}",
+        warnings,
+    )
 
 
 def _select_by_rocm_env(vendor_devices, environ, kfd_nodes) -> Selection:

@@ -30,7 +30,7 @@ def account_energy(times, powers_w, counters_j, counter_name: str, counter_missi
     if counter is not None and problem is None and integrated is not None and integrated_total >= MEANINGFUL_J:
         ratio = counter_total / integrated_total
         if not 1 / AGREEMENT_FACTOR <= ratio <= AGREEMENT_FACTOR:
-            problem = (f"it counted {counter_total:.1f} J where integrated power gives {integrated_total:.1f} J")
+            problem = f"it counted {counter_total:.1f} J where integrated power gives {integrated_total:.1f} J"
     if counter is not None and problem is None:
         if integrated is None:
             check = "not cross-checked: no power readings"
@@ -40,8 +40,11 @@ def account_energy(times, powers_w, counters_j, counter_name: str, counter_missi
             check = "integrated power is under 1 J, too little to cross-check"
         return Energy(counter_total, counter, f"{counter_name}, {check}")
     if integrated is not None:
-        why = (f"{counter_name} rejected: {problem}" if problem
-               else f"no energy counter: {counter_missing_reason or 'not reported'}")
+        why = (
+            f"{counter_name} rejected: {problem}"
+            if problem
+            else f"no energy counter: {counter_missing_reason or 'not reported'}"
+        )
         return Energy(integrated_total, integrated, f"integrated power samples (trapezoid rule){coverage}; {why}")
     why = f"{counter_name} rejected: {problem}" if problem else (counter_missing_reason or "no energy counter")
     return Energy(None, [None] * len(times), f"not measured: {why}; no power readings to integrate")

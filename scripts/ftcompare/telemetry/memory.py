@@ -39,13 +39,18 @@ def memory_figures(summary: dict) -> dict:
         value = 100.0 * sum(u for _, u, _ in used) / sum(t for _, _, t in used)
         labels = ", ".join(label for label, _, _ in used)
         figures["device_vram_used_pct"] = {
-            "value": round(value, 1), "unit": "%",
-            "source": f"peak device-wide VRAM used / VRAM total ({labels}); the measure the blog read off rocm-smi"}
+            "value": round(value, 1),
+            "unit": "%",
+            "source": f"peak device-wide VRAM used / VRAM total ({labels}); the measure the blog read off rocm-smi",
+        }
 
     items = [(label, _peak(d, "rss_mb")) for label, d in processes if _peak(d, "rss_mb") is not None]
     if items:
-        figures["rss_mb"] = {"value": round(items[0][1], 1), "unit": "MiB",
-                             "source": "process RSS (with children), peak of samples"}
+        figures["rss_mb"] = {
+            "value": round(items[0][1], 1),
+            "unit": "MiB",
+            "source": "process RSS (with children), peak of samples",
+        }
     return figures
 
 
@@ -78,5 +83,8 @@ def _combine(items, unit, source, suffix, names=None):
         label, value = items[0]
         return {"value": round(value, 1), "unit": unit, "source": f"{source} ({where(label)}){suffix}"}
     labels = ", ".join(where(label) for label, _ in items)
-    return {"value": round(sum(value for _, value in items), 1), "unit": unit,
-            "source": f"sum over {labels} of each device's {source}{suffix} (per-device peaks, not simultaneous)"}
+    return {
+        "value": round(sum(value for _, value in items), 1),
+        "unit": unit,
+        "source": f"sum over {labels} of each device's {source}{suffix} (per-device peaks, not simultaneous)",
+    }

@@ -14,8 +14,16 @@ from ftcompare.telemetry.reading import BackendUnavailable, DeviceReading, descr
 from ftcompare.telemetry.schema import MIB
 
 NAME = "nvml"
-COLUMNS = ("vram_used_mb", "vram_total_mb", "process_vram_mb", "util_pct", "mem_util_pct", "power_w",
-           "temp_c", "energy_j")
+COLUMNS = (
+    "vram_used_mb",
+    "vram_total_mb",
+    "process_vram_mb",
+    "util_pct",
+    "mem_util_pct",
+    "power_w",
+    "temp_c",
+    "energy_j",
+)
 ENERGY_COUNTER = "NVML total energy consumption counter (nvmlDeviceGetTotalEnergyConsumption)"
 
 
@@ -57,10 +65,16 @@ class NvmlBackend:
             self.nvml.nvmlShutdown()
 
     def list_devices(self) -> list[VendorDevice]:
-        return [VendorDevice(index=i, name=_text(_call(self.nvml, "nvmlDeviceGetName", h)),
-                             pci_bus_id=self._pci_bus_id(h), uuid=_text(_call(self.nvml, "nvmlDeviceGetUUID", h)),
-                             handle=h)
-                for i, h in enumerate(self._handles)]
+        return [
+            VendorDevice(
+                index=i,
+                name=_text(_call(self.nvml, "nvmlDeviceGetName", h)),
+                pci_bus_id=self._pci_bus_id(h),
+                uuid=_text(_call(self.nvml, "nvmlDeviceGetUUID", h)),
+                handle=h,
+            )
+            for i, h in enumerate(self._handles)
+        ]
 
     def driver_version(self, device: VendorDevice) -> str | None:
         return _text(_call(self.nvml, "nvmlSystemGetDriverVersion"))
@@ -93,15 +107,21 @@ class NvmlBackend:
         values["mem_util_pct"] = number(getattr(utilisation, "memory", None))
         milliwatts = attempt(("power_w",), lambda: number(nvml.nvmlDeviceGetPowerUsage(h)))
         values["power_w"] = milliwatts / 1000 if milliwatts is not None else None
-        values["temp_c"] = attempt(("temp_c",), lambda: number(nvml.nvmlDeviceGetTemperature(
-            h, nvml.NVML_TEMPERATURE_GPU)))
+        values["temp_c"] = attempt(
+            ("temp_c",), lambda: number(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
+        )
         millijoules = attempt(("energy_j",), lambda: number(nvml.nvmlDeviceGetTotalEnergyConsumption(h)))
         values["energy_counter_j"] = millijoules / 1000 if millijoules is not None else None
         values["process_vram_mb"] = attempt(("process_vram_mb",), lambda: self._process_vram_mb(h))
-        reasons = {"energy_counter_j": ("energy_j", "NVML gave no energy count"),
-                   "process_vram_mb": ("process_vram_mb", f"this process (pid {os.getpid()}) is not in NVML's "
-                                       "compute process list, or its memory is not available (no CUDA context "
-                                       "yet, or a container hides host PIDs)")}
+        reasons = {
+            "energy_counter_j": ("energy_j", "NVML gave no energy count"),
+            "process_vram_mb": (
+                "process_vram_mb",
+                f"this process (pid {os.getpid()}) is not in NVML's "
+                "compute process list, or its memory is not available (no CUDA context "
+                "yet, or a container hides host PIDs)",
+            ),
+        }
         reading.record_missing(values, reasons, "NVML reported no value")
         return values
 

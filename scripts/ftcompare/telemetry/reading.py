@@ -9,7 +9,7 @@ log = logging.getLogger("ftcompare.telemetry")
 
 # amdsmi marks unsupported struct members with the maximum of their integer type; its Python layer
 # turns most of them into "N/A", but not in every version or field.
-_UNSUPPORTED_SENTINELS = {2 ** 16 - 1, 2 ** 32 - 1, 2 ** 64 - 1}
+_UNSUPPORTED_SENTINELS = {2**16 - 1, 2**32 - 1, 2**64 - 1}
 
 
 class BackendUnavailable(Exception):

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ftcompare.atomic import atomic_path, write_json
 from ftcompare.telemetry import devices
@@ -31,8 +31,18 @@ class TelemetrySampler:
     `stop_timeout_s`), one last sample is taken, and both files are written atomically.
     """
 
-    def __init__(self, csv_path, json_path, backend: str = "auto", interval_s: float = 0.5, job: str = "", *,
-                 environ=None, kfd_root=devices.KFD_NODES, stop_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        csv_path,
+        json_path,
+        backend: str = "auto",
+        interval_s: float = 0.5,
+        job: str = "",
+        *,
+        environ=None,
+        kfd_root=devices.KFD_NODES,
+        stop_timeout_s: float = 5.0,
+    ):
         if not interval_s or interval_s <= 0:
             raise ValueError(f"telemetry interval_s must be positive, got {interval_s!r}")
         self.csv_path, self.json_path = csv_path, json_path
@@ -60,7 +70,7 @@ class TelemetrySampler:
     def __enter__(self):
         if self._active is not None:
             raise RuntimeError("a TelemetrySampler runs once")
-        self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
         opening = time.monotonic()
         self._active = open_backends(self.backend, self._environ, self._kfd_root)
         log_choice(self._active, self.job)
@@ -104,11 +114,22 @@ class TelemetrySampler:
                 phases = list(self._phases)
             duration_s = max([duration_s] + sample_times)  # the final sample comes just after the job's end
             self._summary = build_summary(
-                job=self.job, active=self._active, rows=rows, phases=phases, started_at=self._started_at,
-                duration_s=duration_s, interval_s=self.interval_s, sample_times=sample_times,
-                sample_costs_s=sample_costs, read_log=self._read_log, torch_peaks=torch_peaks,
-                peaks_reset=self._peaks_reset, job_error=job_error, thread_stopped=stopped,
-                setup_s=self._setup_s)
+                job=self.job,
+                active=self._active,
+                rows=rows,
+                phases=phases,
+                started_at=self._started_at,
+                duration_s=duration_s,
+                interval_s=self.interval_s,
+                sample_times=sample_times,
+                sample_costs_s=sample_costs,
+                read_log=self._read_log,
+                torch_peaks=torch_peaks,
+                peaks_reset=self._peaks_reset,
+                job_error=job_error,
+                thread_stopped=stopped,
+                setup_s=self._setup_s,
+            )
             self._write_csv(rows)
             write_json(self.json_path, self._summary)
             log.info("telemetry: %d samples over %.1f s written to %s", len(sample_times), duration_s, self.csv_path)
@@ -149,8 +170,11 @@ class TelemetrySampler:
         self._stop.set()
         self._thread.join(self._stop_timeout_s)
         if self._thread.is_alive():
-            log.warning("telemetry: the sampling thread did not stop within %.1f s (a vendor library call is "
-                        "stuck); writing the samples taken so far without a final one", self._stop_timeout_s)
+            log.warning(
+                "telemetry: the sampling thread did not stop within %.1f s (a vendor library call is "
+                "stuck); writing the samples taken so far without a final one",
+                self._stop_timeout_s,
+            )
             return False
         return True
 
@@ -180,8 +204,11 @@ class TelemetrySampler:
             if slot.vendor_device is not None:
                 row.update(active.vendor.read(slot.vendor_device, slot.label, self._read_log))
             if slot.torch_ordinal is not None:
-                row.update(active.torch.read(slot.torch_ordinal, slot.label, self._read_log,
-                                             device_wide=slot.vendor_device is None))
+                row.update(
+                    active.torch.read(
+                        slot.torch_ordinal, slot.label, self._read_log, device_wide=slot.vendor_device is None
+                    )
+                )
             if slot.kind == "process":
                 row.update(active.cpu.read(slot.label, self._read_log))
             rows.append(row)

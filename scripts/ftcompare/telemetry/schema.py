@@ -3,7 +3,7 @@
 SCHEMA_VERSION = "ftcompare.telemetry/1"
 
 # MB in every column name means MiB (2**20 bytes): the unit amdsmi and rocm-smi report in.
-MIB = 2 ** 20
+MIB = 2**20
 
 CSV_COLUMNS = (
     "time_s",
@@ -49,7 +49,7 @@ DESCRIPTIONS = {
     "device": "cuda:N for the N-th GPU this job sees (torch's name, also on ROCm); cpu for the process row",
     "backend": "the libraries whose figures fill the row, joined by '+' (e.g. nvml+torch)",
     "vram_used_mb": "device-wide memory in use, all processes (amdsmi vram_used, NVML used, or "
-                    "torch.cuda.mem_get_info total - free when no vendor library works)",
+    "torch.cuda.mem_get_info total - free when no vendor library works)",
     "vram_total_mb": "device memory size as the same source reports it",
     "process_vram_mb": "this process's memory on the device, from the vendor's process list",
     "torch_allocated_mb": "torch.cuda.memory_allocated: bytes in live tensors",
@@ -59,7 +59,7 @@ DESCRIPTIONS = {
     "power_w": "board or socket power",
     "temp_c": "GPU temperature (amdsmi hotspot/junction, else edge; NVML GPU core)",
     "energy_j": "device energy since the sampler started, from the energy counter or integrated power "
-                "(telemetry.json says which)",
+    "(telemetry.json says which)",
     "rss_mb": "resident set size of this process plus its child processes",
     "cpu_pct": "CPU time of this process and its running children over the last interval",
 }

@@ -24,6 +24,7 @@ VENDORS = {"amdsmi": amdsmi_backend.AmdsmiBackend, "nvml": nvml_backend.NvmlBack
 @dataclass
 class DeviceSlot:
     """One `device` value of telemetry.csv and what fills its rows."""
+
     label: str  # cuda:N or cpu
     kind: str  # gpu or process
     name: str | None
@@ -105,8 +106,10 @@ def open_backends(requested: str, environ, kfd_root=devices.KFD_NODES) -> Active
         active.slots = _gpu_slots(backend, selection, torch_devices, active.torch)
     elif active.torch is not None:
         active.mapping = "torch's own device numbering"
-        active.slots = [DeviceSlot(f"cuda:{d.ordinal}", "gpu", d.name, torch_ordinal=d.ordinal, backends=("torch",))
-                        for d in torch_devices]
+        active.slots = [
+            DeviceSlot(f"cuda:{d.ordinal}", "gpu", d.name, torch_ordinal=d.ordinal, backends=("torch",))
+            for d in torch_devices
+        ]
     if active.torch is not None:
         labels = ", ".join(slot.label for slot in active.slots if slot.torch_ordinal is not None)
         active.reasons["torch"] = f"used: allocator figures for {labels} ({active.torch.runtime} build)"
@@ -119,8 +122,12 @@ def open_backends(requested: str, environ, kfd_root=devices.KFD_NODES) -> Active
         active.reasons["cpu"] = f"not used: {error}"
 
     if requested in VENDORS and active.vendor is None:
-        log.warning("telemetry: telemetry.backend is %s but %s; falling back to %s", requested,
-                    active.reasons[requested].removeprefix("not used: "), active.primary)
+        log.warning(
+            "telemetry: telemetry.backend is %s but %s; falling back to %s",
+            requested,
+            active.reasons[requested].removeprefix("not used: "),
+            active.primary,
+        )
     return active
 
 
@@ -160,28 +167,55 @@ def _gpu_slots(backend, selection, torch_devices, torch):
     slots = []
     for ordinal, device in selection.devices:
         has_torch = torch is not None and ordinal in by_ordinal
-        slots.append(DeviceSlot(f"cuda:{ordinal}", "gpu", device.name, vendor_device=device,
-                                torch_ordinal=ordinal if has_torch else None, notes=backend.notes(device),
-                                backends=(backend.name, "torch") if has_torch else (backend.name,),
-                                driver_version=backend.driver_version(device)))
+        slots.append(
+            DeviceSlot(
+                f"cuda:{ordinal}",
+                "gpu",
+                device.name,
+                vendor_device=device,
+                torch_ordinal=ordinal if has_torch else None,
+                notes=backend.notes(device),
+                backends=(backend.name, "torch") if has_torch else (backend.name,),
+                driver_version=backend.driver_version(device),
+            )
+        )
     if torch_devices:
         seen = {ordinal for ordinal, _ in selection.devices}
-        slots += [DeviceSlot(f"cuda:{d.ordinal}", "gpu", d.name, torch_ordinal=d.ordinal, backends=("torch",),
-                             notes=[f"not matched to a {backend.name} device: torch figures only"])
-                  for d in torch_devices if d.ordinal not in seen]
+        slots += [
+            DeviceSlot(
+                f"cuda:{d.ordinal}",
+                "gpu",
+                d.name,
+                torch_ordinal=d.ordinal,
+                backends=("torch",),
+                notes=[f"not matched to a {backend.name} device: torch figures only"],
+            )
+            for d in torch_devices
+            if d.ordinal not in seen
+        ]
         slots.sort(key=lambda slot: int(slot.label.split(":")[1]))
     return slots
 
 
 def log_choice(active: ActiveBackends, job: str) -> None:
     used = [b.name for b in (active.vendor, active.torch, active.cpu) if b is not None]
-    log.info("telemetry for %s: backend=%s -> %s%s", job or "this job", active.requested, active.primary,
-             f" (with {', '.join(used[1:])})" if len(used) > 1 else "")
+    log.info(
+        "telemetry for %s: backend=%s -> %s%s",
+        job or "this job",
+        active.requested,
+        active.primary,
+        f" (with {', '.join(used[1:])})" if len(used) > 1 else "",
+    )
     for name in ("amdsmi", "nvml", "torch", "cpu"):
         if name in active.reasons:
             log.info("telemetry   %s: %s", name, active.reasons[name])
     for slot in active.slots:
         if slot.kind == "gpu":
             where = slot.vendor_device.pci_bus_id if slot.vendor_device else None
-            log.info("telemetry   %s = %s%s%s", slot.label, slot.name or "unnamed device",
-                     f" at PCI {where}" if where else "", "".join(f"; {note}" for note in slot.notes))
+            log.info(
+                "telemetry   %s = %s%s%s",
+                slot.label,
+                slot.name or "unnamed device",
+                f" at PCI {where}" if where else "",
+                "".join(f"; {note}" for note in slot.notes),
+            )

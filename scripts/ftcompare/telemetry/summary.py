@@ -19,8 +19,9 @@ def phase_segments(phases, duration_s):
     segments = []
     for i, (start, name) in enumerate(phases):
         end = phases[i + 1][0] if i + 1 < len(phases) else duration_s
-        segments.append({"phase": name, "start_s": _round(start), "end_s": _round(end),
-                         "duration_s": _round(max(0.0, end - start))})
+        segments.append(
+            {"phase": name, "start_s": _round(start), "end_s": _round(end), "duration_s": _round(max(0.0, end - start))}
+        )
     return segments
 
 
@@ -31,17 +32,37 @@ def fill_energy(rows, slots, vendor, read_log) -> dict:
         if slot.kind != "gpu" or slot.vendor_device is None:
             continue
         own = [row for row in rows if row["device"] == slot.label]
-        energy = account_energy([row["time_s"] for row in own], [row.get("power_w") for row in own],
-                                [row.get("energy_counter_j") for row in own], vendor.energy_counter,
-                                counter_missing_reason=read_log.reason(slot.label, "energy_j"))
+        energy = account_energy(
+            [row["time_s"] for row in own],
+            [row.get("power_w") for row in own],
+            [row.get("energy_counter_j") for row in own],
+            vendor.energy_counter,
+            counter_missing_reason=read_log.reason(slot.label, "energy_j"),
+        )
         for row, value in zip(own, energy.cumulative_j):
             row["energy_j"] = value
         results[slot.label] = energy
     return results
 
 
-def build_summary(*, job, active, rows, phases, started_at, duration_s, interval_s, sample_times, sample_costs_s,
-                  read_log, torch_peaks, peaks_reset, job_error, thread_stopped, setup_s) -> dict:
+def build_summary(
+    *,
+    job,
+    active,
+    rows,
+    phases,
+    started_at,
+    duration_s,
+    interval_s,
+    sample_times,
+    sample_costs_s,
+    read_log,
+    torch_peaks,
+    peaks_reset,
+    job_error,
+    thread_stopped,
+    setup_s,
+) -> dict:
     """The summary dict; also fills energy_j into `rows` (the GPU rows of telemetry.csv)."""
     energies = fill_energy(rows, active.slots, active.vendor, read_log) if active.vendor is not None else {}
     segments = phase_segments(phases, duration_s)
@@ -53,8 +74,15 @@ def build_summary(*, job, active, rows, phases, started_at, duration_s, interval
     device_entries = {}
     driver_version = None
     for slot in active.slots:
-        entry = _device_entry(slot, active, rows, errors.get(slot.label, {}), energies.get(slot.label),
-                              torch_peaks.get(slot.label), peaks_reset)
+        entry = _device_entry(
+            slot,
+            active,
+            rows,
+            errors.get(slot.label, {}),
+            energies.get(slot.label),
+            torch_peaks.get(slot.label),
+            peaks_reset,
+        )
         device_entries[slot.label] = entry
         driver_version = driver_version or entry.get("driver_version")
     gpu_energy = [e for e in energies.values() if e.total_j is not None]
@@ -94,8 +122,11 @@ def _sampling_cost(costs):
     if not costs:
         return None
     wall, cpu = [w for w, _ in costs], [c for _, c in costs]
-    return {"mean": _round(1000 * statistics.fmean(wall)), "max": _round(1000 * max(wall)),
-            "cpu_mean": _round(1000 * statistics.fmean(cpu))}
+    return {
+        "mean": _round(1000 * statistics.fmean(wall)),
+        "max": _round(1000 * max(wall)),
+        "cpu_mean": _round(1000 * statistics.fmean(cpu)),
+    }
 
 
 def _device_entry(slot, active, rows, errors, energy, peaks, peaks_reset):
@@ -104,8 +135,14 @@ def _device_entry(slot, active, rows, errors, energy, peaks, peaks_reset):
     entry = {"kind": slot.kind, "name": slot.name, "backends": list(slot.backends)}
     if slot.vendor_device is not None:
         device = slot.vendor_device
-        entry.update({"vendor_index": device.index, "pci_bus_id": device.pci_bus_id, "uuid": device.uuid,
-                      "driver_version": slot.driver_version})
+        entry.update(
+            {
+                "vendor_index": device.index,
+                "pci_bus_id": device.pci_bus_id,
+                "uuid": device.uuid,
+                "driver_version": slot.driver_version,
+            }
+        )
         sources.update(active.vendor.sources(device))
     if slot.torch_ordinal is not None:
         torch_sources = active.torch.sources(slot.torch_ordinal)
@@ -134,8 +171,9 @@ def _device_entry(slot, active, rows, errors, energy, peaks, peaks_reset):
     entry["sources"] = {column: text for column, text in sources.items() if column in figures}
     if peaks:
         entry.update({key: _round(value) for key, value in peaks.items()})
-        entry["torch_peaks_since"] = (f"reset_peaks() at {peaks_reset[0]:.1f} s (phase {peaks_reset[1]})"
-                                      if peaks_reset else "job start")
+        entry["torch_peaks_since"] = (
+            f"reset_peaks() at {peaks_reset[0]:.1f} s (phase {peaks_reset[1]})" if peaks_reset else "job start"
+        )
     if energy is not None:
         entry["energy_j"] = _round(energy.total_j)
         entry["energy_method"] = energy.method

@@ -39,8 +39,11 @@ class TorchBackend:
         except Exception as error:
             raise BackendUnavailable(f"torch.cuda.is_available() failed: {describe_error(error)}") from None
         if not available:
-            build = ("a CPU-only build" if not (torch.version.cuda or getattr(torch.version, "hip", None))
-                     else "no GPU visible to it")
+            build = (
+                "a CPU-only build"
+                if not (torch.version.cuda or getattr(torch.version, "hip", None))
+                else "no GPU visible to it"
+            )
             raise BackendUnavailable(f"torch.cuda.is_available() is False (torch {torch.__version__}, {build})")
         backend = cls(torch)
         if backend.device_count() == 0:
@@ -60,8 +63,14 @@ class TorchBackend:
             parts = [getattr(props, key, None) for key in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
             pci = pci_bus_id_from_parts(*parts) if all(isinstance(p, int) for p in parts) else None
             uuid = getattr(props, "uuid", None)
-            devices.append(TorchDevice(ordinal=ordinal, name=getattr(props, "name", None), pci_bus_id=pci,
-                                       uuid=str(uuid) if uuid is not None else None))
+            devices.append(
+                TorchDevice(
+                    ordinal=ordinal,
+                    name=getattr(props, "name", None),
+                    pci_bus_id=pci,
+                    uuid=str(uuid) if uuid is not None else None,
+                )
+            )
         return devices
 
     def reset_peaks(self) -> None:
@@ -92,8 +101,12 @@ class TorchBackend:
     def _device_wide(self, ordinal, label, read_log, reserved_mb):
         if not reserved_mb:
             for column in DEVICE_WIDE_COLUMNS:
-                read_log.missing(label, column, "torch: mem_get_info is read only once this process holds memory "
-                                                "on the device (so sampling creates no GPU context)")
+                read_log.missing(
+                    label,
+                    column,
+                    "torch: mem_get_info is read only once this process holds memory "
+                    "on the device (so sampling creates no GPU context)",
+                )
             return {column: None for column in DEVICE_WIDE_COLUMNS}
         try:
             free, total = self.cuda.mem_get_info(ordinal)
@@ -105,5 +118,7 @@ class TorchBackend:
 
     def peaks(self, ordinal: int) -> dict:
         """max_memory_allocated and max_memory_reserved in MiB, since the last reset."""
-        return {"torch_max_allocated_mb": self.cuda.max_memory_allocated(ordinal) / MIB,
-                "torch_max_reserved_mb": self.cuda.max_memory_reserved(ordinal) / MIB}
+        return {
+            "torch_max_allocated_mb": self.cuda.max_memory_allocated(ordinal) / MIB,
+            "torch_max_reserved_mb": self.cuda.max_memory_reserved(ordinal) / MIB,
+        }
