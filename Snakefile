@@ -13,8 +13,8 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
-include: "rules/model.smk"
+include: "rules/base_model.smk"
+include: "rules/prepare_data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/report.smk"

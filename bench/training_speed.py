@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -142,30 +141,6 @@ def _paged_optimizer_available(device: str) -> bool:
     return True
 
 
-class StepClock(transformers.TrainerCallback):
-    """(step, seconds, samples, tokens, non-padding tokens) at the start and after each step."""
-
-    def __init__(self, counter):
-        self.counter = counter
-        self.steps = []
-        self.start = None
-
-    def _mark(self, state):
-        elapsed = time.perf_counter() - self.start
-        self.steps.append(
-            (state.global_step, elapsed, self.counter.samples, self.counter.tokens, self.counter.nonpad_tokens)
-        )
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.perf_counter()
-        self._mark(state)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.start is not None and torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._mark(state)
-
-
 def peak_memory_mb(device: str) -> tuple[float, str]:
     """This process's peak: torch's peak allocation on a GPU (reset before training), else its peak RSS."""
     if device == "cuda":
@@ -250,47 +225,43 @@ def train_in_this_process(
     output_dir: Path,
     evaluate: bool,
 ) -> dict:
-    """One training pass as the train rule runs it (no checkpoints)."""
-    from peft import get_peft_model
+    """One training pass as the train rule runs it (the workflow's trainer builder), without checkpoints."""
+    from ftcompare.callbacks import steady_throughput
+    from ftcompare.trainer_builder import TrainerSpec, build_trainer
 
-    from ftcompare.data_order import SeededSFTTrainer
-    from ftcompare.fast_path import use_lm_head_loss
-    from ftcompare.training import build_lora_config, build_sft_config, install_collator, load_model, steady_throughput
-
-    transformers.set_seed(SEED)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-    model = load_model(model_dir, "float32", training["attn_implementation"], trust_remote_code=False)
-    if method == "lora":
-        model = get_peft_model(model, build_lora_config(lora))
-    args = build_sft_config(training, SEED, output_dir, device)
-    args.save_strategy = "no"
-    trainer = SeededSFTTrainer(
-        model=model, args=args, train_dataset=train_rows, eval_dataset=eval_rows, processing_class=tokenizer
+    spec = TrainerSpec(
+        base_model=model_dir,
+        method=method,
+        training=training,
+        lora=lora,
+        seed=SEED,
+        device=device,
+        dtype="float32",
+        output_dir=output_dir,
+        save_checkpoints=False,
     )
+    built = build_trainer(spec, train_rows, eval_rows)
+    trainer, counter = built.trainer, built.tokens
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # the log rows, printed per step
-    use_lm_head_loss(trainer, training)
     step_losses = record_step_losses(trainer)
-    flops_per_token = _model_flops_per_token(model, method, trainer.train_dataset)
-    counter = install_collator(trainer, training)
-    clock = StepClock(counter)
-    trainer.add_callback(clock)
+    flops_per_token = _model_flops_per_token(trainer.model, method, trainer.train_dataset)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     peak_mb, peak_source = peak_memory_mb(device)
-    steady = steady_throughput(clock.steps)
+    steady = steady_throughput(built.timer.steps)
     last_quarter = [float(loss) for loss in step_losses[-max(1, len(step_losses) // 4) :]]
     result = {
         "steps": int(trainer.state.global_step),
         "samples": counter.samples,
-        "seconds": clock.steps[-1][1],
+        "seconds": built.timer.steps[-1][1],
         "samples_per_s": steady["samples_per_s"],
         "tokens_per_s": steady["tokens_per_s"],
         "nonpad_tokens_per_s": steady["nonpad_tokens_per_s"],
         "model_gflops_per_s": (
             flops_per_token * steady["nonpad_tokens_per_s"] / 1e9 if steady["nonpad_tokens_per_s"] else None
         ),
-        "warmup_steps_excluded": steady["warmup_steps"],
+        "skipped_steps": steady["skipped_steps"],
         "padding_pct": 100 * (1 - counter.nonpad_tokens / counter.tokens) if counter.tokens else None,
         "peak_memory_mb": peak_mb,
         "peak_memory_source": peak_source,
@@ -438,7 +409,7 @@ def compare(
                 "final_train_loss": first["final_train_loss"],
                 "eval_loss": first["eval_loss"],
                 "peak_memory_source": first["peak_memory_source"],
-                "warmup_steps_excluded": first["warmup_steps_excluded"],
+                "skipped_steps": first["skipped_steps"],
                 "first_pass_seconds": first_pass_seconds.get(side),
             }
         )

@@ -46,9 +46,9 @@ def run_method(wildcards):
 
 
 def generate_inputs(wildcards):
-    inputs = {"base_model": f"{RESULTS}/models/base", "prompts": PROMPTS}
+    inputs = {"base_model": rules.base_model.output.model, "prompts": PROMPTS}
     if wildcards.model != "base":
-        inputs["run_model"] = f"{RESULTS}/runs/{wildcards.model}/model"
+        inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
     return inputs
 
 

@@ -1,11 +1,11 @@
 rule report:
     input:
-        metrics=expand(f"{RESULTS}/runs/{{run}}/metrics.json", run=RUNS),
-        log_history=expand(f"{RESULTS}/runs/{{run}}/log_history.csv", run=RUNS),
-        train_telemetry=expand(f"{RESULTS}/runs/{{run}}/telemetry.json", run=RUNS),
-        generations=expand(f"{RESULTS}/generations/{{model}}.jsonl", model=MODELS),
-        data_card=f"{RESULTS}/data/data_card.json",
-        base_model=f"{RESULTS}/models/base",
+        metrics=expand(rules.train.output.metrics, run=RUNS),
+        log_history=expand(rules.train.output.log_history, run=RUNS),
+        train_telemetry=expand(rules.train.output.telemetry_summary, run=RUNS),
+        generations=expand(rules.generate.output.generations, model=MODELS),
+        data_card=rules.prepare_data.output.card,
+        base_model=rules.base_model.output.model,
         template=str(WORKFLOW_DIR / "report" / "report.html.j2"),
         style=str(WORKFLOW_DIR / "report" / "style.css"),
         sources=REPORT_SOURCES,

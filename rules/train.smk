@@ -1,9 +1,9 @@
 rule train:
     input:
-        train=f"{RESULTS}/data/train.parquet",
-        eval=f"{RESULTS}/data/eval.parquet",
-        data_card=f"{RESULTS}/data/data_card.json",
-        base_model=f"{RESULTS}/models/base",
+        train=rules.prepare_data.output.train,
+        eval=rules.prepare_data.output.eval,
+        data_card=rules.prepare_data.output.card,
+        base_model=rules.base_model.output.model,
     output:
         model=directory(f"{RESULTS}/runs/{{run}}/model"),
         tensorboard=directory(f"{RESULTS}/runs/{{run}}/tensorboard"),

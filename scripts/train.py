@@ -1,19 +1,21 @@
 """Snakemake entry: fine-tune one run (rule `train`, wildcard `run`)."""
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
 from importlib import metadata
 from pathlib import Path
 
-from ftcompare.atomic import atomic_path, write_json
+from ftcompare.atomic import atomic_path
 from ftcompare.checkpoints import mark_finished
 from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_build
 from ftcompare.embedded_model import CARD_NAME
+from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
 from ftcompare.script_runtime import run_script
 from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
-from ftcompare.training import LOG_HISTORY_COLUMNS, RunPaths, train_run
+from ftcompare.training import RunPaths, train_run
 
 log = logging.getLogger("ftcompare.train")
 TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
@@ -50,33 +52,32 @@ def main(smk):
         )
     summary = sampler.summary
     peak_mb, peak_source = peak_memory(summary)
-    metrics.update(
-        {
-            "device_name": device_name(device),
-            "peak_memory_mb": peak_mb,
-            "peak_memory_source": peak_source,
-            "memory": memory_figures(summary),
-            "energy_j": summary.get("energy_j"),
-            "energy_source": summary.get("energy_method") if summary.get("energy_j") is not None else None,
-            "telemetry_backend": summary.get("backend"),
-            "torch_build": torch_build(),
-            "versions": {name: metadata.version(name) for name in TRAINING_PACKAGES},
-        }
+    metrics = dataclasses.replace(
+        metrics,
+        device_name=device_name(device),
+        peak_memory_mb=peak_mb,
+        peak_memory_source=peak_source,
+        memory={name: MemoryFigure(**figure) for name, figure in memory_figures(summary).items()},
+        energy_j=summary.get("energy_j"),
+        energy_source=summary.get("energy_method") if summary.get("energy_j") is not None else None,
+        telemetry_backend=summary.get("backend"),
+        torch_build=torch_build(),
+        versions={name: metadata.version(name) for name in TRAINING_PACKAGES},
     )
     with atomic_path(smk.output.log_history) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_HISTORY_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-    write_json(smk.output.metrics, metrics)
+    write_metrics(smk.output.metrics, metrics)
     mark_finished(paths.checkpoints)
     log.info(
         "run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
-        metrics["run"],
-        metrics["final_train_loss"],
-        metrics["eval_loss"],
-        metrics["eval_loss_before_training"],
-        metrics["train_runtime_s"],
+        metrics.run,
+        metrics.final_train_loss,
+        metrics.eval_loss,
+        metrics.eval_loss_before_training,
+        metrics.train_runtime_s,
     )
 
 

@@ -1,11 +1,12 @@
 """Write outputs under a temporary name and rename them into place, so no reader sees half a file."""
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from ftcompare import strict_json
 
 
 @contextlib.contextmanager
@@ -57,12 +58,5 @@ def write_text(path, text: str) -> None:
 
 
 def write_json(path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if hasattr(value, "item"):  # numpy and torch scalars
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    """Strict JSON (ftcompare.strict_json), indented, written atomically."""
+    write_text(path, strict_json.dumps(obj, indent=2) + "\n")

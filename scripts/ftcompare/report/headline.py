@@ -1,8 +1,7 @@
 """The headline table: a row for the base model and one per run, with each run's cost against
 the full fine-tune."""
 
-import math
-
+from ftcompare.metrics import perplexity
 from ftcompare.report import costs
 from ftcompare.report.inputs import RunResult
 from ftcompare.report.numbers import format_number, ratio
@@ -98,7 +97,7 @@ def headline_table(runs: list[RunResult]) -> Table:
     base = {
         "model": Cell(BASE_MODEL),
         "eval_loss": Cell(base_loss),
-        "eval_perplexity": Cell(math.exp(base_loss) if base_loss is not None and base_loss < 700 else None),
+        "eval_perplexity": Cell(perplexity(base_loss)),
     }
     rows = [[base.get(key, Cell()) for key in keys]]
     for run in runs:
@@ -156,19 +155,19 @@ def _notes(runs: list[RunResult], full: RunResult | None, base_loss: float | Non
             f"The runs measured different base eval losses (shown: {shown}'s; also {listed}), "
             f"for example because their max_seq_length differs."
         )
-    warmup = {
-        run.name: run.metrics.throughput_warmup_steps_excluded
+    skipped = {
+        run.name: run.metrics.throughput_skipped_steps
         for run in runs
-        if run.metrics.throughput_warmup_steps_excluded is not None
+        if run.metrics.throughput_skipped_steps is not None
     }
-    if len(set(warmup.values())) == 1:
-        steps = next(iter(warmup.values()))
+    if len(set(skipped.values())) == 1:
+        steps = next(iter(skipped.values()))
         excluded = f"the first {steps} training step{'s' if steps != 1 else ''}"
     else:
-        excluded = "warm-up steps (" + ", ".join(f"{name} {steps}" for name, steps in warmup.items()) + ")"
-    if warmup:
+        excluded = "the first steps (" + ", ".join(f"{name} {steps}" for name, steps in skipped.items()) + ")"
+    if skipped:
         notes.append(
-            f"Throughput in tokens/s excludes {excluded} (warm-up). Samples/s is the trainer's "
+            f"Throughput in tokens/s excludes {excluded}, which pay one-off costs. Samples/s is the trainer's "
             f"figure over the whole training loop (train_samples_per_second, the figure the blog "
             f"reports); runtime is that loop too."
         )

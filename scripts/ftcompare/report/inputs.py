@@ -1,71 +1,22 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
 ModelGenerations per model, plus the data card, the base model card and the config."""
 
-import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from ftcompare.errors import FtcompareError
+from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
-
-LOG_HISTORY_COLUMNS = ["step", "epoch", "loss", "learning_rate", "grad_norm", "elapsed_s"]
-
-
-@dataclass(frozen=True)
-class MemoryFigure:
-    value: float | None
-    source: str | None
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """metrics.json of one training run; any figure the trainer could not measure is None."""
-
-    run: str
-    method: str | None
-    trainable_params: int | None = None
-    total_params: int | None = None
-    trainable_pct: float | None = None
-    train_steps: int | None = None
-    train_runtime_s: float | None = None
-    train_samples_per_s: float | None = None
-    train_tokens_per_s: float | None = None
-    train_nonpad_tokens_per_s: float | None = None
-    throughput_warmup_steps_excluded: int | None = None
-    final_train_loss: float | None = None
-    mean_train_loss: float | None = None
-    eval_loss: float | None = None
-    eval_perplexity: float | None = None
-    eval_loss_before_training: float | None = None
-    peak_memory_mb: float | None = None
-    peak_memory_source: str | None = None
-    memory: dict[str, MemoryFigure] = field(default_factory=dict)
-    energy_j: float | None = None
-    energy_source: str | None = None
-    device: str | None = None
-    device_name: str | None = None
-    options: dict = field(default_factory=dict)
-    learning_rate: float | None = None
-    resumed_from_step: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    # Optional: what the training job ran with, where its environment differs from the report's.
-    torch_build: str | None = None
-    versions: dict[str, str] = field(default_factory=dict)
-
-    def memory_value(self, name: str) -> MemoryFigure | None:
-        figure = self.memory.get(name)
-        return figure if figure is not None and figure.value is not None else None
+from ftcompare.strict_json import loads, read_json_object
 
 
 @dataclass(frozen=True)
 class RunResult:
     name: str
-    metrics: Metrics
+    metrics: RunMetrics
     log_history: pd.DataFrame
     telemetry: Telemetry
 
@@ -152,78 +103,11 @@ def load_report_inputs(
 
 
 def load_run(name: str, metrics_path: Path, log_history_path: Path, telemetry_path: Path) -> RunResult:
-    metrics = parse_metrics(read_json_object(metrics_path), fallback_run=name)
-    if metrics.run != name:
-        raise FtcompareError(
-            f"{metrics_path}: is for run {metrics.run!r}, expected {name!r} "
-            f"(metrics must be listed in the order of params.runs)"
-        )
     return RunResult(
         name=name,
-        metrics=metrics,
+        metrics=read_metrics(metrics_path, name),
         log_history=read_log_history(log_history_path),
         telemetry=load_telemetry(telemetry_path),
-    )
-
-
-def parse_metrics(raw: dict, fallback_run: str) -> Metrics:
-    def number(key):
-        return as_number(raw.get(key))
-
-    def integer(key):
-        value = number(key)
-        return int(value) if value is not None else None
-
-    def text(key):
-        value = raw.get(key)
-        return str(value) if value not in (None, "") else None
-
-    memory = {}
-    for name, figure in (raw.get("memory") or {}).items():
-        if isinstance(figure, dict):
-            memory[str(name)] = MemoryFigure(as_number(figure.get("value")), figure.get("source"))
-        else:
-            memory[str(name)] = MemoryFigure(as_number(figure), None)
-    trainable, total = integer("trainable_params"), integer("total_params")
-    trainable_pct = number("trainable_pct")
-    if trainable_pct is None and trainable is not None and total:
-        trainable_pct = 100.0 * trainable / total
-    eval_loss, eval_perplexity = number("eval_loss"), number("eval_perplexity")
-    if eval_perplexity is None and eval_loss is not None and eval_loss < 700:
-        eval_perplexity = math.exp(eval_loss)
-    return Metrics(
-        run=text("run") or fallback_run,
-        method=text("method"),
-        trainable_params=trainable,
-        total_params=total,
-        trainable_pct=trainable_pct,
-        train_steps=integer("train_steps"),
-        train_runtime_s=number("train_runtime_s"),
-        train_samples_per_s=number("train_samples_per_s"),
-        train_tokens_per_s=number("train_tokens_per_s"),
-        train_nonpad_tokens_per_s=number("train_nonpad_tokens_per_s"),
-        throughput_warmup_steps_excluded=integer("throughput_warmup_steps_excluded"),
-        final_train_loss=number("final_train_loss"),
-        mean_train_loss=number("mean_train_loss"),
-        eval_loss=eval_loss,
-        eval_perplexity=eval_perplexity,
-        eval_loss_before_training=number("eval_loss_before_training"),
-        peak_memory_mb=number("peak_memory_mb"),
-        peak_memory_source=text("peak_memory_source"),
-        memory=memory,
-        energy_j=number("energy_j"),
-        energy_source=text("energy_source"),
-        device=text("device"),
-        device_name=text("device_name"),
-        options=raw.get("options") if isinstance(raw.get("options"), dict) else {},
-        learning_rate=number("learning_rate"),
-        resumed_from_step=integer("resumed_from_step"),
-        started_at=text("started_at"),
-        finished_at=text("finished_at"),
-        torch_build=text("torch_build"),
-        versions={str(k): str(v) for k, v in (raw.get("versions") or {}).items()}
-        if isinstance(raw.get("versions"), dict)
-        else {},
     )
 
 
@@ -265,9 +149,9 @@ def load_generations(path: Path) -> ModelGenerations:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise FtcompareError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
+            record = loads(line)
+        except ValueError as error:
+            raise FtcompareError(f"{path}, line {number}: not valid JSON ({getattr(error, 'msg', error)})") from error
         if not isinstance(record, dict):
             raise FtcompareError(f"{path}, line {number}: expected a JSON object per line")
         model_fields.append(record.get("model"))
@@ -285,17 +169,3 @@ def load_generations(path: Path) -> ModelGenerations:
     model = str(model_fields[0]) if model_fields and model_fields[0] else name
     telemetry = load_telemetry(path.with_name(f"{name}.telemetry.json"))
     return ModelGenerations(model=model, generations=generations, telemetry=telemetry)
-
-
-def read_json_object(path: Path) -> dict:
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise FtcompareError(f"{path}: cannot read: {error.strerror or error}") from error
-    except json.JSONDecodeError as error:
-        raise FtcompareError(f"{path}: not valid JSON ({error.msg}, line {error.lineno})") from error
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise FtcompareError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value

@@ -1,6 +1,6 @@
 rule prepare_data:
     input:
-        base_model=f"{RESULTS}/models/base",
+        base_model=rules.base_model.output.model,
     output:
         train=f"{RESULTS}/data/train.parquet",
         eval=f"{RESULTS}/data/eval.parquet",

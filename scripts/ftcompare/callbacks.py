@@ -1,0 +1,111 @@
+"""The trainer callbacks of a run: a step timer that survives a resume, and a clean stop on SIGTERM."""
+
+import signal
+import time
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from ftcompare.collators import TokenCountingCollator
+
+
+class StepTimer(TrainerCallback, ExportableState):
+    """Times each step with the samples and tokens behind it, and adds elapsed seconds to each logged row.
+
+    elapsed_s counts training time across a resume: as an ExportableState, the elapsed time at each
+    save goes into the checkpoint's trainer_state.json, and a resumed run continues from it.
+    """
+
+    def __init__(self, counter: TokenCountingCollator):
+        self.counter = counter
+        self.start = None
+        self.elapsed_offset = 0.0
+        self.steps = []  # (global_step, seconds since start, samples, tokens, nonpad tokens)
+
+    def elapsed(self) -> float:
+        """Seconds of training behind the current step, the segments before a resume included."""
+        return self.elapsed_offset + (time.perf_counter() - self.start if self.start is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"elapsed_s": round(self.elapsed(), 4)}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.elapsed_offset = _elapsed_at_checkpoint(state, type(self).__name__)
+        # A checkpoint from before this callback saved state has no entry, and saving would fail.
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+        self.start = time.perf_counter()
+        self._mark(state.global_step, 0.0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # GPU kernels run ahead of Python: time the step, not its launch
+        self._mark(state.global_step, time.perf_counter() - self.start)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.log_history and self.start is not None:
+            state.log_history[-1]["elapsed_s"] = round(self.elapsed(), 4)
+
+    def _mark(self, step: int, seconds: float) -> None:
+        self.steps.append((step, seconds, self.counter.samples, self.counter.tokens, self.counter.nonpad_tokens))
+
+
+def _elapsed_at_checkpoint(state, callback_name: str) -> float:
+    """The elapsed time a resumed checkpoint saved (0 on a fresh start); for a checkpoint without it,
+    the last elapsed_s logged before it."""
+    saved = state.stateful_callbacks.get(callback_name)
+    if isinstance(saved, dict) and isinstance(saved.get("attributes", {}).get("elapsed_s"), (int, float)):
+        return float(saved["attributes"]["elapsed_s"])
+    logged = [row["elapsed_s"] for row in state.log_history if row.get("elapsed_s") is not None]
+    return logged[-1] if logged else 0.0
+
+
+class StopOnSigterm(TrainerCallback):
+    """On SIGTERM (what SLURM sends before a kill) the trainer saves a checkpoint at the end of the current
+    step and stops; the caller then exits non-zero so the job is not taken as finished."""
+
+    def __init__(self):
+        self.received = False
+        self._installed = False
+        self._previous_handler = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._installed = True
+
+    def _on_sigterm(self, signum, frame):
+        self.received = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore_handler()
+
+    def restore_handler(self) -> None:
+        if self._installed:
+            # None: the previous handler was not set from Python; the default is the nearest equivalent.
+            signal.signal(signal.SIGTERM, self._previous_handler or signal.SIG_DFL)
+            self._installed = False
+
+
+def steady_throughput(steps: list[tuple]) -> dict:
+    """Samples/s and tokens/s over a StepTimer's steps after the first few, which pay one-off costs."""
+    measured = len(steps) - 1
+    rates = {"samples_per_s": None, "tokens_per_s": None, "nonpad_tokens_per_s": None, "skipped_steps": 0}
+    if measured < 1:
+        return rates
+    skipped = min(5, measured // 5)
+    first, last = steps[skipped], steps[-1]
+    seconds = last[1] - first[1]
+    rates["skipped_steps"] = skipped
+    if seconds <= 0:
+        return rates
+    return {
+        "samples_per_s": (last[2] - first[2]) / seconds,
+        "tokens_per_s": (last[3] - first[3]) / seconds,
+        "nonpad_tokens_per_s": (last[4] - first[4]) / seconds,
+        "skipped_steps": skipped,
+    }
