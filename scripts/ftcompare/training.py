@@ -45,7 +45,6 @@ def train_run(
     run, method = settings["run"], settings["method"]
     sampler.set_phase("load")
     resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
-    tensorboard_live = paths.checkpoints / _TENSORBOARD_DIR
     spec = TrainerSpec(
         base_model=paths.base_model,
         method=method,
@@ -56,7 +55,7 @@ def train_run(
         dtype=dtype,
         output_dir=paths.checkpoints,
         trust_remote_code=trust_remote_code,
-        tensorboard_dir=tensorboard_live,
+        tensorboard_dir=paths.checkpoints / _TENSORBOARD_DIR,
     )
     built = build_trainer(
         spec,
@@ -65,51 +64,78 @@ def train_run(
     )
     _log_setup(run, method, built)
     if resume_from is not None:
-        purge_tensorboard_after(built.trainer, tensorboard_live, checkpoint_step(resume_from))
-    stop = StopOnSigterm()
-    built.trainer.add_callback(stop)
+        purge_tensorboard_after(built.trainer, spec.tensorboard_dir, checkpoint_step(resume_from))
 
     with _out_of_memory_explained(run, method, device):
         eval_before = _eval_loss_before_training(built.trainer, paths.checkpoints, resume_from)
-        if resume_from is not None:
-            log.info("resuming run %s from %s (step %d)", run, resume_from, checkpoint_step(resume_from))
-        sampler.set_phase("train")
-        sampler.reset_peaks()
-        started = time.time()
-        try:
-            output = built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        finally:
-            stop.restore_handler()
-        if stop.received:
-            raise FtcompareError(
-                f"run {run}: stopped by SIGTERM at step {built.trainer.state.global_step}; a checkpoint "
-                f"was saved in {paths.checkpoints}. Rerun to resume."
-            )
-        finished = time.time()
+        session = _train(run, built, resume_from, sampler, paths.checkpoints)
         sampler.set_phase("eval")
         eval_after = built.trainer.evaluate()["eval_loss"]
 
     sampler.set_phase("save")
     _save_model(built, paths.model_out)
-    _save_tensorboard(built.trainer, tensorboard_live, paths.tensorboard)
-
+    _save_tensorboard(built.trainer, spec.tensorboard_dir, paths.tensorboard)
     rows = loss_rows(built.trainer.state.log_history)
     if not rows:
         raise FtcompareError(
             f"run {run}: training logged no loss (0 steps?); check num_train_epochs / max_steps "
             "against the size of the training split"
         )
+    return _run_metrics(spec, run, built, session, rows, eval_before, eval_after), rows
+
+
+@dataclass(frozen=True)
+class TrainingSession:
+    """What trainer.train() reported, and when and from where it ran."""
+
+    output: object  # transformers' TrainOutput
+    resumed_from: Path | None
+    started: float
+    finished: float
+
+
+def _train(run: str, built: BuiltTrainer, resume_from: Path | None, sampler, checkpoints: Path) -> TrainingSession:
+    """trainer.train(), resumed from `resume_from` if given; a SIGTERM saves a checkpoint and fails the job."""
+    if resume_from is not None:
+        log.info("resuming run %s from %s (step %d)", run, resume_from, checkpoint_step(resume_from))
+    stop = StopOnSigterm()
+    built.trainer.add_callback(stop)
+    sampler.set_phase("train")
+    sampler.reset_peaks()
+    started = time.time()
+    try:
+        output = built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        stop.restore_handler()
+    if stop.received:
+        raise FtcompareError(
+            f"run {run}: stopped by SIGTERM at step {built.trainer.state.global_step}; a checkpoint "
+            f"was saved in {checkpoints}. Rerun to resume."
+        )
+    return TrainingSession(output, resume_from, started, time.time())
+
+
+def _run_metrics(
+    spec: TrainerSpec,
+    run: str,
+    built: BuiltTrainer,
+    session: TrainingSession,
+    rows: list[dict],
+    eval_before: float,
+    eval_after: float,
+) -> RunMetrics:
     losses = [row["loss"] for row in rows]
     steady = steady_throughput(built.timer.steps)
-    metrics = RunMetrics(
+    trained = session.output.metrics
+    return RunMetrics(
         run=run,
-        method=method,
+        method=spec.method,
         trainable_params=int(built.parameters.trainable),
         total_params=int(built.parameters.total),
         train_steps=int(built.trainer.state.global_step),
-        train_runtime_s=built.timer.elapsed_offset + output.metrics["train_runtime"],
-        train_samples_per_s=output.metrics["train_samples_per_second"],
-        train_steps_per_s=output.metrics["train_steps_per_second"],
+        train_runtime_s=built.timer.elapsed_offset + trained["train_runtime"],
+        train_samples_per_s=trained["train_samples_per_second"],
+        train_steps_per_s=trained["train_steps_per_second"],
         steady_samples_per_s=steady["samples_per_s"],
         train_tokens_per_s=steady["tokens_per_s"],
         train_nonpad_tokens_per_s=steady["nonpad_tokens_per_s"],
@@ -119,15 +145,14 @@ def train_run(
         eval_loss=eval_after,
         eval_loss_before_training=eval_before,
         learning_rate=spec.training["learning_rate"],
-        device="cuda:0" if device == "cuda" else "cpu",
-        dtype=dtype,
+        device="cuda:0" if spec.device == "cuda" else "cpu",
+        dtype=spec.dtype,
         options=training_options(spec.training, built.speed),
         lora=spec.lora,
-        resumed_from_step=checkpoint_step(resume_from) if resume_from else None,
-        started_at=_iso(started),
-        finished_at=_iso(finished),
+        resumed_from_step=checkpoint_step(session.resumed_from) if session.resumed_from else None,
+        started_at=_iso(session.started),
+        finished_at=_iso(session.finished),
     )
-    return metrics, rows
 
 
 def _log_setup(run: str, method: str, built: BuiltTrainer) -> None:
