@@ -17,8 +17,8 @@ so. Per side: tokens/s, model TFLOP/s and MFU (ftcompare.flops: 6·N per token f
 6 per adapter weight for LoRA, plus attention; against --peak-tflops, 989 for an H200's dense bf16,
 for both sides), peak memory (torch.cuda.max_memory_allocated) and the loss of the last step.
 
-It needs only torch, transformers, peft and pyyaml (the GPU machine's image has them; no TRL,
-datasets or jsonschema). From the repository root:
+It needs torch, transformers, peft, pyyaml and jsonschema (the config check; no TRL or datasets).
+From the repository root:
 
     python3 bench/gpu_bench.py --out "$OUT"          # a few minutes on an H200 (not yet run there)
     python3 bench/gpu_bench.py --tiny --out /tmp/x   # a tiny model on any device: checks the script runs
@@ -41,6 +41,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
+from ftcompare.adapters import add_adapter  # noqa: E402
 from ftcompare.flops import H200_PEAK_BF16_FLOPS, mfu, shape_of, training_flops  # noqa: E402
 
 LLAMA_2_7B = {
@@ -82,11 +83,13 @@ def parse_args(argv):
 
 
 def blog_settings() -> dict:
-    """The blog's TrainingArguments and LoraConfig, as config/blog.yaml records them."""
-    blog = yaml.safe_load((REPO / "config" / "blog.yaml").read_text(encoding="utf-8"))
+    """The blog's TrainingArguments and LoraConfig, as config/blog.yaml records them (schema defaults filled in)."""
+    from ftcompare.config import run_settings, validate_config
+
+    blog = validate_config(yaml.safe_load((REPO / "config" / "blog.yaml").read_text(encoding="utf-8")), [REPO])
     return {
         "training": blog["training"],
-        "lora": blog["lora"],
+        "lora": run_settings(blog, "lora")["lora"],
         "learning_rate": {name: run["training"]["learning_rate"] for name, run in blog["runs"].items()},
     }
 
@@ -229,7 +232,6 @@ def build_model(spec: dict, device):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from peft import LoraConfig, get_peft_model
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec, seq_len, batch, warmup, steps = LLAMA_2_7B, args.seq_len, args.batch, args.warmup, args.steps
@@ -247,18 +249,7 @@ def main(argv=None) -> dict:
             if side not in SIDES:
                 raise SystemExit(f"--sides: unknown side {side!r} ({', '.join(SIDES)})")
             if method == "lora":
-                lora = settings["lora"]
-                adapted = get_peft_model(
-                    model,
-                    LoraConfig(
-                        r=lora["r"],
-                        lora_alpha=lora["lora_alpha"],
-                        lora_dropout=lora["lora_dropout"],
-                        bias=lora["bias"],
-                        target_modules=lora["target_modules"],
-                        task_type="CAUSAL_LM",
-                    ),
-                )
+                adapted = add_adapter(model, method, settings["lora"])
                 results[f"{method}, {side}"] = run_side(
                     adapted, method, side, settings, batches, warmup, device, peak_flops
                 )

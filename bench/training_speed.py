@@ -229,17 +229,8 @@ def train_in_this_process(
     from ftcompare.callbacks import steady_throughput
     from ftcompare.trainer_builder import TrainerSpec, build_trainer
 
-    spec = TrainerSpec(
-        base_model=model_dir,
-        method=method,
-        training=training,
-        lora=lora,
-        seed=SEED,
-        device=device,
-        dtype="float32",
-        output_dir=output_dir,
-        save_checkpoints=False,
-    )
+    # The train rule's trainer for the bench's model, data and settings, fp32, seeded as the bench, no checkpoints.
+    spec = TrainerSpec(model_dir, method, training, lora, SEED, device, "float32", output_dir, save_checkpoints=False)
     built = build_trainer(spec, train_rows, eval_rows)
     trainer, counter = built.trainer, built.tokens
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)  # the log rows, printed per step

@@ -14,10 +14,10 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
+from ftcompare.adapters import add_adapter
 from ftcompare.callbacks import StepTimer
 from ftcompare.collators import TokenCountingCollator, install_collator
 from ftcompare.data_order import SeededSFTTrainer
@@ -63,8 +63,7 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
 
     tokenizer = AutoTokenizer.from_pretrained(str(spec.base_model), trust_remote_code=spec.trust_remote_code)
     model = load_model(spec.base_model, spec.dtype, spec.training["attn_implementation"], spec.trust_remote_code)
-    if spec.method == "lora":
-        model = get_peft_model(model, build_lora_config(spec.lora))
+    model = add_adapter(model, spec.method, spec.lora)
     parameters = count_parameters(model)
 
     if spec.tensorboard_dir is not None:
@@ -90,19 +89,6 @@ def load_model(path, dtype: str, attn_implementation: str, trust_remote_code: bo
         dtype=dtype if dtype == "auto" else getattr(torch, dtype),
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
-    )
-
-
-def build_lora_config(lora: dict) -> LoraConfig:
-    return LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["lora_alpha"],
-        lora_dropout=lora["lora_dropout"],
-        bias=lora["bias"],
-        target_modules=lora["target_modules"],
-        use_dora=lora["use_dora"],
-        use_rslora=lora["use_rslora"],
-        task_type="CAUSAL_LM",
     )
 
 
