@@ -3,20 +3,24 @@
 params: base_model (the config's base_model section), seed, trust_remote_code.
 """
 
-from ftcompare.base_model import materialize_base_model
+from ftcompare.base_model import EMBEDDED, materialize_base_model
 from ftcompare.embedded_model import EmbeddedModelSpec
 from ftcompare.script_runtime import log, run_script
 
 
 def main(smk):
+    # The validated config's section; the rule passes `embedded` only when the name is `embedded`.
     section = smk.params.base_model
+    embedded_spec = None
+    if section["name"] == EMBEDDED:
+        embedded_spec = EmbeddedModelSpec.from_config({"seed": smk.params.seed, "base_model": section})
     materialize_base_model(
         name=section["name"],
-        revision=section.get("revision"),
-        dtype=section.get("dtype", "float32"),
+        revision=section["revision"],
+        dtype=section["dtype"],
         trust_remote_code=bool(smk.params.trust_remote_code),
         out_dir=smk.output.model,
-        embedded_spec=EmbeddedModelSpec.from_config({"seed": smk.params.seed, "base_model": section}),
+        embedded_spec=embedded_spec,
         log=log.info,
     )
 

@@ -5,7 +5,8 @@ import logging
 
 from ftcompare.atomic import atomic_path
 from ftcompare.devices import resolve_device, set_cpu_threads
-from ftcompare.generation import generate_outputs, load_generation_model, load_prompts
+from ftcompare.generation import generate_outputs, load_generation_model
+from ftcompare.prompts import load_prompts
 from ftcompare.script_runtime import run_script
 from ftcompare.telemetry import TelemetrySampler
 

@@ -15,7 +15,7 @@ def main(smk) -> None:
         train_telemetry=list(smk.input.train_telemetry),
         generations=list(smk.input.generations),
         data_card=smk.input.data_card,
-        base_card=_base_card(smk.input),
+        base_card=Path(smk.input.base_model) / "ftcompare_model.json",
         template=smk.input.template,
         style=smk.input.style,
     )
@@ -28,13 +28,6 @@ def main(smk) -> None:
         title=smk.params.title,
     )
     build_report(inputs, smk.output.html, smk.output.figures, smk.output.tables, command_line=snakemake_command_line())
-
-
-def _base_card(smk_input) -> Path:
-    """The base model's card: named `base_card`, or found in the `base_model` folder."""
-    if hasattr(smk_input, "base_card"):
-        return Path(smk_input.base_card)
-    return Path(smk_input.base_model) / "ftcompare_model.json"
 
 
 run_script(main, snakemake)  # noqa: F821

@@ -1,5 +1,6 @@
 """The base_model stage: local folders, hub ids (offline: a prepared hub cache, or none), errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -15,14 +16,14 @@ from huggingface_hub import errors as hub_errors
 from safetensors.torch import load_file
 
 from ftcompare import base_model
-from ftcompare.base_model import count_parameters, materialize_base_model, missing_model_files
+from ftcompare.base_model import materialize_base_model, missing_model_files
 from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, pretraining_texts, train_tokenizer
 from ftcompare.errors import FtcompareError
+from ftcompare.parameters import count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 HUB_ID = "tiny-org/tiny-llama"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-UNUSED_SPEC = EmbeddedModelSpec(pretrain_steps=0)
 
 
 def quiet(message):
@@ -71,11 +72,10 @@ def run_offline(name: str, out_dir: Path, hf_home: Path, dtype: str = "auto") ->
     code = textwrap.dedent("""
         import json, sys
         from ftcompare.base_model import materialize_base_model
-        from ftcompare.embedded_model import EmbeddedModelSpec
         from ftcompare.errors import FtcompareError
         name, out_dir, dtype = sys.argv[1:]
         try:
-            result = {"card": materialize_base_model(name, None, dtype, False, out_dir, EmbeddedModelSpec())}
+            result = {"card": materialize_base_model(name, None, dtype, False, out_dir, None)}
         except FtcompareError as error:
             result = {"error": str(error)}
         print("RESULT " + json.dumps(result))
@@ -99,7 +99,7 @@ def run_offline(name: str, out_dir: Path, hf_home: Path, dtype: str = "auto") ->
 
 def test_local_folder_is_copied_with_a_card(local_model, tmp_path):
     out_dir = tmp_path / "base"
-    card = materialize_base_model(str(local_model), None, "float32", False, out_dir, UNUSED_SPEC, log=quiet)
+    card = materialize_base_model(str(local_model), None, "float32", False, out_dir, None, log=quiet)
     source = transformers.AutoModelForCausalLM.from_pretrained(local_model)
     assert card == json.loads((out_dir / CARD_NAME).read_text())
     assert (card["source"], card["path"], card["dtype"], card["model_type"]) == (
@@ -108,7 +108,7 @@ def test_local_folder_is_copied_with_a_card(local_model, tmp_path):
         "float32",
         "llama",
     )
-    assert card["parameter_count"] == count_parameters(source) == sum(p.numel() for p in source.parameters())
+    assert card["parameter_count"] == count_parameters(source).total == sum(p.numel() for p in source.parameters())
     assert missing_model_files(out_dir) == []
     copied = load_file(out_dir / "model.safetensors")
     assert all(torch.equal(copied[name], tensor) for name, tensor in source.state_dict().items())
@@ -117,10 +117,10 @@ def test_local_folder_is_copied_with_a_card(local_model, tmp_path):
 
 
 def test_local_folder_dtype(local_model, tmp_path):
-    card = materialize_base_model(str(local_model), None, "bfloat16", False, tmp_path / "bf16", UNUSED_SPEC, log=quiet)
+    card = materialize_base_model(str(local_model), None, "bfloat16", False, tmp_path / "bf16", None, log=quiet)
     assert card["dtype"] == "bfloat16"
     assert {t.dtype for t in load_file(tmp_path / "bf16" / "model.safetensors").values()} == {torch.bfloat16}
-    card = materialize_base_model(str(local_model), None, "auto", False, tmp_path / "auto", UNUSED_SPEC, log=quiet)
+    card = materialize_base_model(str(local_model), None, "auto", False, tmp_path / "auto", None, log=quiet)
     assert card["dtype"] == "float32", "auto keeps the checkpoint's dtype"
 
 
@@ -130,7 +130,7 @@ def test_not_a_model_folder_lists_what_is_missing(tmp_path):
     (folder / "config.json").write_text("{}")
     out_dir = tmp_path / "base"
     with pytest.raises(FtcompareError) as caught:
-        materialize_base_model(str(folder), None, "float32", False, out_dir, UNUSED_SPEC, log=quiet)
+        materialize_base_model(str(folder), None, "float32", False, out_dir, None, log=quiet)
     message = str(caught.value)
     assert "not a model folder" in message and str(folder) in message
     assert "weights" in message and "tokenizer" in message and "config.json" not in message.split("missing:")[1]
@@ -145,28 +145,29 @@ def test_adapter_folder_gets_a_hint(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "adapter_model.safetensors").write_bytes(b"")
     with pytest.raises(FtcompareError, match="PEFT adapter"):
-        materialize_base_model(str(tmp_path), None, "float32", False, tmp_path / "out", UNUSED_SPEC, log=quiet)
+        materialize_base_model(str(tmp_path), None, "float32", False, tmp_path / "out", None, log=quiet)
 
 
 def test_missing_path_and_file_are_refused(tmp_path):
     with pytest.raises(FtcompareError, match="no such folder.*embedded"):
         materialize_base_model(
-            str(tmp_path / "no" / "such" / "model"), None, "float32", False, tmp_path / "out", UNUSED_SPEC, log=quiet
+            str(tmp_path / "no" / "such" / "model"), None, "float32", False, tmp_path / "out", None, log=quiet
         )
     weights = tmp_path / "model.gguf"
     weights.write_bytes(b"GGUF")
     with pytest.raises(FtcompareError, match="is a file"):
-        materialize_base_model(str(weights), None, "float32", False, tmp_path / "out", UNUSED_SPEC, log=quiet)
+        materialize_base_model(str(weights), None, "float32", False, tmp_path / "out", None, log=quiet)
     assert not (tmp_path / "out").exists()
 
 
 def test_bad_dtype_is_refused(tmp_path):
     with pytest.raises(FtcompareError, match="base_model.dtype"):
-        materialize_base_model("embedded", None, "float64", False, tmp_path / "out", UNUSED_SPEC, log=quiet)
+        materialize_base_model("embedded", None, "float64", False, tmp_path / "out", None, log=quiet)
 
 
-def test_embedded_name_builds_the_embedded_model(tmp_path):
-    spec = EmbeddedModelSpec(
+def test_embedded_name_builds_the_embedded_model(default_config, tmp_path):
+    spec = dataclasses.replace(
+        EmbeddedModelSpec.from_config(default_config),
         vocab_size=300,
         hidden_size=16,
         intermediate_size=32,
@@ -244,7 +245,7 @@ def test_entry_script_reports_a_bad_folder_and_exits_1(tmp_path):
     (tmp_path / "not-a-model").mkdir()
     smk = {
         "params": {
-            "base_model": {"name": str(tmp_path / "not-a-model"), "revision": None, "dtype": "float32", "embedded": {}},
+            "base_model": {"name": str(tmp_path / "not-a-model"), "revision": None, "dtype": "float32"},
             "seed": 1,
             "trust_remote_code": False,
         },
@@ -282,5 +283,5 @@ def test_a_failed_save_leaves_no_output(local_model, tmp_path, monkeypatch):
     out_dir = tmp_path / "base"
     monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "save_pretrained", fail)
     with pytest.raises(FtcompareError, match="No space left on device"):
-        materialize_base_model(str(local_model), None, "float32", False, out_dir, UNUSED_SPEC, log=quiet)
+        materialize_base_model(str(local_model), None, "float32", False, out_dir, None, log=quiet)
     assert list(tmp_path.iterdir()) == [], "neither the output nor its temporary folder may remain"

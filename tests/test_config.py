@@ -113,6 +113,35 @@ def test_bad_config_is_refused_with_a_message_naming_the_key(overrides, message)
     assert all(len(line) < 400 for line in text.splitlines())
 
 
+# (the prompts file's text, what the config check says after "generation.prompts = 'prompts.yaml': ")
+BAD_PROMPTS_FILES = [
+    ("prompts: [a, b\n", "not valid YAML (line 2, column 1: expected ',' or ']', but got '<stream end>')"),
+    ("- a\n- b\n", "holds a list, not a mapping"),
+    ("", "holds nothing (null), not a mapping"),
+    ("questions:\n  - a\n", "has no `prompts:` key"),
+    ("prompts: one question\n", "`prompts` holds a string, not a list"),
+    ("prompts: []\n", "`prompts` is an empty list"),
+    ("prompts:\n  - a\n  - 2\n", "prompt 2 is an integer, not a string"),
+    ("prompts:\n  - a\n  - ''\n", "prompt 2 is empty"),
+]
+
+
+@pytest.mark.parametrize("text, reason", BAD_PROMPTS_FILES, ids=[reason for _, reason in BAD_PROMPTS_FILES])
+def test_a_bad_prompts_file_is_refused_with_the_config(tmp_path, text, reason):
+    (tmp_path / "prompts.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        validate_config({"generation": {"prompts": "prompts.yaml"}}, search_dirs=[tmp_path, REPO])
+    assert caught.value.problems == [
+        f"generation.prompts = 'prompts.yaml': {reason}; "
+        "expected a `prompts:` list of non-empty strings, like config/prompts.yaml"
+    ]
+
+
+def test_a_prompts_file_the_generate_job_accepts_passes_the_config_check(tmp_path):
+    (tmp_path / "prompts.yaml").write_text("note: extra keys are fine\nprompts:\n  - ' one '\n", encoding="utf-8")
+    validate_config({"generation": {"prompts": "prompts.yaml"}}, search_dirs=[tmp_path, REPO])
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as caught:
         validate_config({"lora": {"r": 0}, "training": {"learning_rate": 0}, "bogus": 1}, search_dirs=[REPO])

@@ -93,7 +93,10 @@ def write_jsonl(path, records) -> Path:
 
 
 def test_spec_from_the_validated_config(default_config):
-    spec = DataSpec.from_config(default_config)
+    # As the prepare_data rule passes it: the `data` section, the seed and training.max_seq_length.
+    spec = DataSpec.from_section(
+        default_config["data"], seed=default_config["seed"], max_seq_length=default_config["training"]["max_seq_length"]
+    )
     assert spec == DataSpec(
         name="embedded",
         revision=None,

@@ -1,10 +1,9 @@
-"""Generation: prompt format, prompt file checks, batched greedy decoding with left padding."""
+"""Generation: prompt format, batched greedy decoding with left padding."""
 
 import pytest
 from tiny_llama import tiny_llama, word_tokenizer
 
-from ftcompare.errors import FtcompareError
-from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs, load_prompts
+from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs
 
 SETTINGS = {
     "max_new_tokens": 6,
@@ -25,19 +24,6 @@ def tiny_model_and_tokenizer():
 
 def test_format_is_the_llama_2_chat_format():
     assert format_prompt("Hi there?") == "<s>[INST] Hi there? [/INST]"
-
-
-def test_load_prompts(tmp_path):
-    good = tmp_path / "p.yaml"
-    good.write_text("prompts:\n  - ' one '\n  - two\n")
-    assert load_prompts(good) == ["one", "two"]
-    for text in ["prompts: []\n", "prompts:\n  - ''\n", "- a\n", "prompts: [1, 2]\n", "prompts: [a\n"]:
-        bad = tmp_path / "bad.yaml"
-        bad.write_text(text)
-        with pytest.raises(FtcompareError, match="prompts file"):
-            load_prompts(bad)
-    with pytest.raises(FtcompareError, match="cannot be read"):
-        load_prompts(tmp_path / "missing.yaml")
 
 
 def test_until_eos_keeps_the_eos_and_drops_padding():

@@ -242,6 +242,25 @@ def test_a_bad_config_stops_the_workflow_before_any_job(outcomes, case):
     assert not (workdir / "results").exists()
 
 
+def test_a_bad_prompts_file_stops_a_dry_run_before_any_job(tmp_path, env):
+    """The prompts file is read with the config: `snakemake -n` refuses it, not the generate job after training."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    (tmp_path / "config" / "bad-prompts.yaml").write_text("prompts:\n  - fine\n  - [unclosed\n", encoding="utf-8")
+    overrides = {"generation": {"prompts": "config/bad-prompts.yaml"}}
+    (tmp_path / "config" / "bad.yaml").write_text(yaml.safe_dump(overrides), encoding="utf-8")
+    result = snakemake(tmp_path, env, "-n", "--configfile", "config/bad.yaml")
+    assert result.returncode == 1
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert problems == [
+        "  - generation.prompts = 'config/bad-prompts.yaml': not valid YAML (line 4, column 1: expected ',' or ']', "
+        "but got '<stream end>'); expected a `prompts:` list of non-empty strings, like config/prompts.yaml"
+    ]
+    assert "ftcompare: invalid config (1 problem):" in result.stderr
+    assert "Traceback" not in result.stderr and FAKE_TOKEN not in result.stderr
+    assert "Building DAG of jobs" not in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("case", BAD_DATA, ids=[case[0] for case in BAD_DATA])
 def test_bad_data_fails_its_job_clearly_and_leaves_no_output(outcomes, case):
     id, _, _, expected = case

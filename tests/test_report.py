@@ -119,7 +119,7 @@ ENTRY_SCRIPT_DRIVER = textwrap.dedent("""
 """)
 
 
-def run_entry_script(paths: ReportInputPaths, runs, config, out: Path, base_as_folder: bool):
+def run_entry_script(paths: ReportInputPaths, runs, config, out: Path):
     """scripts/report.py as Snakemake runs it: its own process, a `snakemake` object, a log."""
     smk_input = {
         "metrics": [str(p) for p in paths.metrics],
@@ -127,13 +127,10 @@ def run_entry_script(paths: ReportInputPaths, runs, config, out: Path, base_as_f
         "train_telemetry": [str(p) for p in paths.train_telemetry],
         "generations": [str(p) for p in paths.generations],
         "data_card": str(paths.data_card),
+        "base_model": str(Path(paths.base_card).parent),
         "template": str(paths.template),
         "style": str(paths.style),
     }
-    if base_as_folder:
-        smk_input["base_model"] = str(Path(paths.base_card).parent)
-    else:
-        smk_input["base_card"] = str(paths.base_card)
     spec = {
         "script": str(REPO / "scripts" / "report.py"),
         "log": str(out / "report.log"),
@@ -160,7 +157,7 @@ def run_entry_script(paths: ReportInputPaths, runs, config, out: Path, base_as_f
 @functools.cache
 def built_cpu_report() -> Path:
     out = scratch_dir() / "report"
-    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out, base_as_folder=True)
+    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out)
     assert done.returncode == 0, done.stderr + (out / "report.log").read_text()
     return out
 
@@ -621,12 +618,18 @@ def test_resumed_run_is_reported(cpu):
     assert "150" in full_row.text()
 
 
-def test_entry_script_accepts_a_base_card_input(tmp_path):
-    paths = fixture_paths("embedded_cpu", ["lora"])
+def test_a_report_without_a_full_fine_tune(tmp_path):
     config = cpu_config()
     config["runs"] = {"lora": config["runs"]["lora"]}
-    done = run_entry_script(paths, ["lora"], config, tmp_path, base_as_folder=False)
-    assert done.returncode == 0, done.stderr + (tmp_path / "report.log").read_text()
+    inputs = load_report_inputs(
+        fixture_paths("embedded_cpu", ["lora"]),
+        ["lora"],
+        config,
+        config_hash(config),
+        config["report"]["reference"],
+        config["report"]["title"],
+    )
+    build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
     dom = parse_html(tmp_path / "report.html")
     rows = table_rows(dom, "headline")
     assert list(rows) == ["base", "lora"]

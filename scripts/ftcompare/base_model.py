@@ -22,8 +22,9 @@ from huggingface_hub import errors as hub_errors
 from huggingface_hub.utils import validate_repo_id
 
 from ftcompare.atomic import atomic_path
-from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, build_embedded_model, count_parameters
+from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, build_embedded_model
 from ftcompare.errors import FtcompareError
+from ftcompare.parameters import count_parameters
 
 EMBEDDED = "embedded"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -34,7 +35,7 @@ ALTERNATIVES = (
     "or the offline default (base_model.name: embedded)"
 )
 
-__all__ = ["materialize_base_model", "count_parameters", "missing_model_files", "EMBEDDED"]
+__all__ = ["materialize_base_model", "missing_model_files", "EMBEDDED"]
 
 
 def materialize_base_model(
@@ -43,14 +44,15 @@ def materialize_base_model(
     dtype: str,
     trust_remote_code: bool,
     out_dir,
-    embedded_spec: EmbeddedModelSpec,
+    embedded_spec: EmbeddedModelSpec | None,
     log=None,
 ) -> dict:
     """Write the base model named by `name` into `out_dir` and return its card.
 
-    `dtype` is float32, bfloat16, float16, or auto (the checkpoint's own). `log` takes one message
-    string (default: logging). Raises FtcompareError with a message for the user when the model
-    cannot be had; `out_dir` then does not exist.
+    `dtype` is float32, bfloat16, float16, or auto (the checkpoint's own). `embedded_spec` is what
+    `embedded` builds (None for any other name). `log` takes one message string (default: logging).
+    Raises FtcompareError with a message for the user when the model cannot be had; `out_dir` then
+    does not exist.
     """
     log = log or logging.getLogger(__name__).info
     if dtype not in DTYPES:
@@ -161,7 +163,7 @@ def _save_model(
     card = {
         **card_fields,
         "model_type": model.config.model_type,
-        "parameter_count": count_parameters(model),
+        "parameter_count": count_parameters(model).total,
         "dtype": str(model.dtype).removeprefix("torch."),
         "vocab_size": len(tokenizer),
         "trust_remote_code": trust_remote_code,

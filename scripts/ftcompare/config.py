@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from ftcompare.errors import FtcompareError
+from ftcompare.prompts import PromptsError, load_prompts
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
 RUN_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, not starting with a punctuation mark), and not 'base'"
@@ -32,7 +33,8 @@ def load_schema(path=SCHEMA_PATH) -> dict:
 def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None) -> dict:
     """Return a validated copy of `config` with defaults filled in, or raise ConfigError.
 
-    Relative paths in the config (the prompts file) are looked up in `search_dirs`, in order.
+    Relative paths in the config (the prompts file) are looked up in `search_dirs`, in order; the
+    prompts file is read and checked here too, so that a bad one stops the workflow before any job.
     """
     schema = schema or load_schema()
     if not isinstance(config, dict):
@@ -99,11 +101,18 @@ def resolve_path(path, search_dirs) -> Path:
 
 def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
     problems = []
-    if not resolve_path(config["generation"]["prompts"], search_dirs).is_file():
+    prompts = config["generation"]["prompts"]
+    prompts_path = resolve_path(prompts, search_dirs)
+    if not prompts_path.is_file():
         problems.append(
-            f"generation.prompts = {config['generation']['prompts']!r}: no such file "
+            f"generation.prompts = {prompts!r}: no such file "
             f"(a YAML file with a `prompts:` list, like config/prompts.yaml)"
         )
+    else:
+        try:
+            load_prompts(prompts_path)
+        except PromptsError as error:
+            problems.append(f"generation.prompts = {prompts!r}: {error.reason}")
     embedded = config["base_model"]["embedded"]
     if embedded["hidden_size"] % embedded["num_attention_heads"]:
         problems.append(

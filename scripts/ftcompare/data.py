@@ -60,13 +60,6 @@ class DataSpec:
     max_seq_length: int
 
     @classmethod
-    def from_config(cls, config: dict) -> "DataSpec":
-        """From the validated full config (defaults filled in)."""
-        return cls.from_section(
-            config["data"], seed=config["seed"], max_seq_length=config["training"]["max_seq_length"]
-        )
-
-    @classmethod
     def from_section(cls, data: dict, seed: int, max_seq_length: int) -> "DataSpec":
         """From the validated `data` section and the two keys outside it (what the rule passes as params).
 

@@ -24,6 +24,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from ftcompare.atomic import atomic_path
 from ftcompare.errors import FtcompareError
+from ftcompare.parameters import count_parameters
 
 CARD_NAME = "ftcompare_model.json"
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
@@ -121,25 +122,25 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> transformers.PreTraine
 
 @dataclasses.dataclass(frozen=True)
 class EmbeddedModelSpec:
-    """The config's base_model.embedded section plus the seed; defaults as in config.schema.yaml."""
+    """The config's base_model.embedded section plus the seed (the defaults live in config.schema.yaml)."""
 
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 344
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    max_position_embeddings: int = 512
-    pretrain_steps: int = 300
-    pretrain_batch_size: int = 16
-    pretrain_seq_length: int = 128
-    pretrain_learning_rate: float = 3.0e-3
-    seed: int = 42
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int
+    pretrain_steps: int
+    pretrain_batch_size: int
+    pretrain_seq_length: int
+    pretrain_learning_rate: float
+    seed: int
 
     @classmethod
     def from_config(cls, config: dict) -> "EmbeddedModelSpec":
-        """From a validated config: its `seed` and `base_model.embedded`."""
-        return cls(seed=config["seed"], **config["base_model"].get("embedded", {}))
+        """From a validated config (every default filled in): its `seed` and `base_model.embedded`."""
+        return cls(seed=config["seed"], **config["base_model"]["embedded"])
 
 
 def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str = "float32") -> dict:
@@ -147,14 +148,10 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
 
     Pretraining runs on the CPU in float32; `dtype` (float32, bfloat16, float16 or auto = float32)
     is what the saved weights are cast to. `log` takes one message string (default: logging).
-    `out_dir` appears complete or not at all.
+    `out_dir` appears complete or not at all. `spec` is as the config check left it (validate_config
+    refuses blocks longer than the context, and heads that do not divide the hidden size).
     """
     log = log or logging.getLogger(__name__).info
-    if spec.pretrain_seq_length > spec.max_position_embeddings:
-        raise FtcompareError(
-            f"base_model.embedded.pretrain_seq_length = {spec.pretrain_seq_length}: must be at "
-            f"most max_position_embeddings ({spec.max_position_embeddings})"
-        )
     started = time.perf_counter()
     _seed_everything(spec.seed)
     texts = pretraining_texts()
@@ -167,7 +164,7 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
     # Set after packing: whole documents are longer than the model's context and must not warn.
     tokenizer.model_max_length = spec.max_position_embeddings
     model = transformers.LlamaForCausalLM(_llama_config(spec, tokenizer))
-    parameter_count = count_parameters(model)
+    parameter_count = count_parameters(model).total
     log(
         f"embedded model: {parameter_count:,} parameters; pretraining {spec.pretrain_steps} steps on "
         f"{len(blocks)} blocks of {spec.pretrain_seq_length} tokens, batch {spec.pretrain_batch_size}"
@@ -216,11 +213,6 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
         f"{card['pretrain_loss_last']}, {card['build_seconds']:.1f} s)"
     )
     return card
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Parameters of `model`, each shared tensor counted once (as transformers and PEFT count them)."""
-    return sum(parameter.numel() for parameter in model.parameters())
 
 
 def _llama_config(spec: EmbeddedModelSpec, tokenizer) -> transformers.LlamaConfig:

@@ -2,28 +2,15 @@
 
 import logging
 import time
-from pathlib import Path
 
 import torch
-import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from ftcompare.errors import FtcompareError
+# Re-exported for bench/generation_speed.py until it imports ftcompare.prompts itself.
+from ftcompare.prompts import load_prompts  # noqa: F401
 
 log = logging.getLogger("ftcompare.generation")
-
-
-def load_prompts(path) -> list[str]:
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise FtcompareError(f"prompts file {path}: cannot be read ({type(error).__name__}: {error})") from error
-    prompts = document.get("prompts") if isinstance(document, dict) else None
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
-        raise FtcompareError(f"prompts file {path}: expected a `prompts:` list of non-empty strings")
-    return [p.strip() for p in prompts]
 
 
 def format_prompt(prompt: str) -> str:

@@ -121,7 +121,7 @@ def collect_provenance(
         git=git_state(repo_dir),
         python=platform.python_version(),
         platform=platform.platform(),
-        torch_build=torch_build(),
+        torch_build=torch_version_and_build(),
         packages=package_versions(PACKAGES),
         devices=device_records(inputs),
         runs=[
@@ -172,19 +172,19 @@ def _git(repo_dir: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def torch_build() -> str:
-    """CPU, CUDA x.y or ROCm x.y: the torch build in the environment that built the report."""
+def torch_version_and_build() -> str:
+    """ "torch 2.x (CPU build)" (or CUDA x.y, ROCm x.y): the torch in the environment that built the report.
+
+    The build is ftcompare.devices.torch_build, imported only once torch is known to be there:
+    the report's environment may have no torch.
+    """
     try:
         import torch
     except ImportError:
         return "torch is not installed in the report's environment"
-    if getattr(torch.version, "hip", None):
-        kind = f"ROCm {torch.version.hip}"
-    elif getattr(torch.version, "cuda", None):
-        kind = f"CUDA {torch.version.cuda}"
-    else:
-        kind = "CPU"
-    return f"torch {torch.__version__} ({kind} build)"
+    from ftcompare.devices import torch_build
+
+    return f"torch {torch.__version__} ({torch_build()} build)"
 
 
 def package_versions(names: list[str]) -> list[tuple[str, str]]:
