@@ -26,7 +26,8 @@ import training_speed  # noqa: E402
 import transformers  # noqa: E402
 
 import harness  # noqa: E402
-from ftcompare.generation import build_generation_config, format_prompt, generate_outputs, load_prompts  # noqa: E402
+from ftcompare.generation import build_generation_config, format_prompt, generate_outputs  # noqa: E402
+from ftcompare.prompts import load_prompts  # noqa: E402
 
 SIDES = ("blog: pipeline, one prompt at a time", "ours: batched")
 

@@ -7,9 +7,6 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-# Re-exported for bench/generation_speed.py until it imports ftcompare.prompts itself.
-from ftcompare.prompts import load_prompts  # noqa: F401
-
 log = logging.getLogger("ftcompare.generation")
 
 
