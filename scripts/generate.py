@@ -1,8 +1,8 @@
 """Snakemake entry: the fixed prompts through one model (rule `generate`, wildcard `model`)."""
 
-import json
 import logging
 
+from ftcompare import strict_json
 from ftcompare.atomic import atomic_path
 from ftcompare.devices import resolve_device, set_cpu_threads
 from ftcompare.generation import generate_outputs, load_generation_model
@@ -40,7 +40,7 @@ def main(smk):
         sampler.set_phase("generate")
         records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)
     with atomic_path(smk.output.generations) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        tmp.write_text("".join(strict_json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     log.info("%s: %d generations written to %s", model_name, len(records), smk.output.generations)
 
 

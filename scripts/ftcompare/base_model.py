@@ -7,7 +7,6 @@ generation config) plus ftcompare_model.json, a card saying where it came from.
 
 import contextlib
 import importlib
-import json
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 from huggingface_hub.utils import validate_repo_id
 
+from ftcompare import strict_json
 from ftcompare.atomic import atomic_path
 from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, build_embedded_model
 from ftcompare.errors import FtcompareError
@@ -176,7 +176,7 @@ def _save_model(
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         card["load_seconds"] = round(time.perf_counter() - started, 3)
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_NAME).write_text(strict_json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
 
 

@@ -9,7 +9,6 @@ for a given Python version (the text is the installed standard library's documen
 import dataclasses
 import importlib
 import inspect
-import json
 import logging
 import math
 import platform
@@ -22,6 +21,7 @@ import torch
 import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from ftcompare import strict_json
 from ftcompare.atomic import atomic_path
 from ftcompare.errors import FtcompareError
 from ftcompare.parameters import count_parameters
@@ -207,7 +207,7 @@ def build_embedded_model(spec: EmbeddedModelSpec, out_dir, log=None, dtype: str 
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_NAME).write_text(strict_json.dumps(card, indent=2) + "\n", encoding="utf-8")
     log(
         f"embedded model: saved to {out_dir} (pretrain loss {card['pretrain_loss_first']} -> "
         f"{card['pretrain_loss_last']}, {card['build_seconds']:.1f} s)"
