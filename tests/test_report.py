@@ -634,6 +634,19 @@ def test_entry_script_accepts_a_base_card_input(tmp_path):
     assert "No run is a full fine-tune" in dom.find("section", id="glance").text()
 
 
+@pytest.mark.slow
+def test_the_report_says_when_remote_code_was_allowed(tmp_path):
+    runs = sorted(p.name for p in (FIXTURES / "embedded_cpu" / "runs").iterdir())
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    raw.update(trust_remote_code=True, runs={run: {"method": "full" if run == "full" else "lora"} for run in runs})
+    config = validate_config(raw, search_dirs=[REPO])
+    inputs = load_report_inputs(fixture_paths("embedded_cpu", runs), runs, config, config_hash(config), {}, "t")
+    build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "on: the model repository’s own Python code was allowed to run" in html
+    assert "off: no code from model repositories was run" not in html
+
+
 # --------------------------------------------------------------------------------------------
 # Failing clearly, leaving nothing half-written
 
