@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs beyond pip: Chromium for the report's browser test
 # (tests/test_report_browser.py) and a C++ compiler, with which torch.compile's inductor builds CPU
-# kernels (tests/test_reliability_training.py). Idempotent: does nothing when both are there.
+# kernels (tests/test_training_runs.py). Idempotent: does nothing when both are there.
 set -euo pipefail
 
 missing=()

@@ -1,7 +1,8 @@
-"""Generation: prompt format, batched greedy decoding with left padding."""
+"""Generation (ftcompare.generation): prompt format, batched greedy decoding with left padding, and the seed
+in sampling."""
 
 import pytest
-from tiny_llama import tiny_llama, word_tokenizer
+from helpers.tiny_llama import tiny_llama, word_tokenizer
 
 from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs
 
@@ -51,3 +52,16 @@ def test_batched_greedy_equals_one_prompt_at_a_time(tiny_model_and_tokenizer):
     assert all(1 <= r["new_tokens"] <= 6 and r["seconds"] > 0 for r in batched)
     assert batched[0]["formatted_prompt"] == "<s>[INST] w1 w2 w3 w4 w5 [/INST]"
     assert {r["batch_size"] for r in batched} == {4, 1}
+
+
+def test_sampling_follows_the_seed():
+    tokenizer = word_tokenizer()
+    model = tiny_llama(hidden_size=16, num_hidden_layers=1, num_attention_heads=2).eval()
+    settings = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.0, "top_p": 1.0, "batch_size": 2}
+    prompts = ["w1 w2", "w4 w5 w6"]
+
+    def outputs(seed):
+        return [r["output"] for r in generate_outputs(model, tokenizer, prompts, settings, seed, "m")]
+
+    assert outputs(7) == outputs(7)
+    assert outputs(7) != outputs(8)

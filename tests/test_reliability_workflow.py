@@ -15,20 +15,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.workflow import SNAKEFILE, offline_env, read_jsonl, snakemake_command, succeeded
+from helpers.workflow import snakemake as run_snakemake
 
-from conftest import REPO
 from ftcompare.checkpoints import is_complete
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 RUN = "lora"
 METRICS = f"results/runs/{RUN}/metrics.json"
 TRAIN_LOG = f"results/logs/train/{RUN}.log"
@@ -83,13 +82,7 @@ def make_env(tmp_path_factory):
     def make():
         home = tmp_path_factory.mktemp("hf-home")
         (home / "token").write_text(FAKE_LOGIN_TOKEN)
-        return {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "HF_HOME": str(home),
-            "HF_TOKEN": FAKE_ENV_TOKEN,
-            "HUGGING_FACE_HUB_TOKEN": FAKE_ENV_TOKEN,
-        }
+        return offline_env({"HF_HOME": str(home), "HF_TOKEN": FAKE_ENV_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_ENV_TOKEN})
 
     return make
 
@@ -102,23 +95,13 @@ def make_workdir(path: Path, config: dict = STUDY) -> Path:
 
 
 def snakemake(workdir, env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-
-
-def succeeded(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, (
-        f"snakemake failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    )
-    return result
+    """The repository's Snakefile run in `workdir` with `env`; the caller checks the exit."""
+    return run_snakemake(workdir, *args, env=env, snakefile=SNAKEFILE, check=False)
 
 
 def read_log_history(workdir) -> list[dict]:
     with open(Path(workdir) / "results" / "runs" / RUN / "log_history.csv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +151,7 @@ class TrainingAttempt:
         self._log_before = log.read_text(encoding="utf-8") if log.exists() else ""
         self._output = open(workdir / f"snakemake-{name}.out", "w", encoding="utf-8")
         self.process = subprocess.Popen(
-            [*SNAKEMAKE, METRICS, "--cores", "1", *args],
+            snakemake_command(METRICS, "--cores", "1", *args, snakefile=SNAKEFILE),
             cwd=workdir,
             env=env,
             stdout=self._output,

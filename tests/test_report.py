@@ -4,260 +4,38 @@ The HTML is read back with the standard library's html.parser and every number i
 table is checked against the runs' metrics.json and telemetry summaries, read here independently.
 """
 
-import atexit
 import csv
-import functools
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import textwrap
-from dataclasses import dataclass, field, replace
-from html.parser import HTMLParser
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
 import yaml
+from helpers.html import assert_shows, parse_html, shown, source_of, table_rows
+from helpers.report import (
+    BLOG_FIGURES,
+    BLOG_RUNS,
+    CPU_RUNS,
+    FIXTURES,
+    blog_config,
+    built_blog_report,
+    built_cpu_report,
+    cpu_config,
+    fixture_paths,
+    run_entry_script,
+)
 
+from conftest import REPO
 from ftcompare.config import config_hash, validate_config
 from ftcompare.errors import FtcompareError
-from ftcompare.report.build import ReportOutputs, build_report
+from ftcompare.report.build import build_report
 from ftcompare.report.figure_style import save_figure
 from ftcompare.report.figures import report_figures
-from ftcompare.report.inputs import ReportInputPaths, load_report_inputs
-from ftcompare.report.latex import escape_latex, table_to_latex
-from ftcompare.report.table import Cell, Column, Table
+from ftcompare.report.inputs import load_report_inputs
 from ftcompare.report.verdict import run_verdict
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures" / "results"
-BLOG_RUNS = ["lora", "full"]
-CPU_RUNS = ["lora", "lora-r64", "full"]
-BLOG_FIGURES = [
-    "training_loss_vs_step",
-    "training_loss_vs_time",
-    "memory_over_time",
-    "utilisation_power_over_time",
-    "cost_per_run",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# Building the fixture reports (once per test session; the browser test reuses the blog one)
-
-
-def fixture_paths(scenario: str, runs: list[str]) -> ReportInputPaths:
-    root = FIXTURES / scenario
-    return ReportInputPaths(
-        metrics=[root / "runs" / run / "metrics.json" for run in runs],
-        log_history=[root / "runs" / run / "log_history.csv" for run in runs],
-        train_telemetry=[root / "runs" / run / "telemetry.json" for run in runs],
-        generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
-        data_card=root / "data" / "data_card.json",
-        base_card=root / "models" / "base" / "ftcompare_model.json",
-        template=REPO / "report" / "report.html.j2",
-        style=REPO / "report" / "style.css",
-    )
-
-
-def blog_config() -> dict:
-    raw = yaml.safe_load((REPO / "config" / "blog.yaml").read_text(encoding="utf-8"))
-    return validate_config(raw, search_dirs=[REPO])
-
-
-def cpu_config() -> dict:
-    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
-    raw["runs"] = {
-        "lora": raw["runs"]["lora"],
-        "lora-r64": {"method": "lora", "lora": {"r": 64, "lora_alpha": 64}, "training": {"learning_rate": 2.0e-3}},
-        "full": raw["runs"]["full"],
-    }
-    return validate_config(raw, search_dirs=[REPO])
-
-
-def scratch_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="ftcompare-report-test-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-@functools.cache
-def built_blog_report() -> ReportOutputs:
-    config = blog_config()
-    inputs = load_report_inputs(
-        fixture_paths("blog_mi250", BLOG_RUNS),
-        BLOG_RUNS,
-        config,
-        config_hash(config),
-        config["report"]["reference"],
-        config["report"]["title"],
-    )
-    out = scratch_dir() / "report"
-    return build_report(
-        inputs,
-        out / "report.html",
-        out / "figures",
-        out / "tables",
-        command_line="snakemake --cores all --configfile config/blog.yaml",
-    )
-
-
-ENTRY_SCRIPT_DRIVER = textwrap.dedent("""
-    import json, runpy, sys
-    from types import SimpleNamespace
-    spec = json.loads(sys.argv[1])
-    snakemake = SimpleNamespace(rule="report", log=[spec["log"]],
-                                input=SimpleNamespace(**spec["input"]),
-                                params=SimpleNamespace(**spec["params"]),
-                                output=SimpleNamespace(**spec["output"]))
-    runpy.run_path(spec["script"], init_globals={"snakemake": snakemake}, run_name="__main__")
-""")
-
-
-def run_entry_script(paths: ReportInputPaths, runs, config, out: Path):
-    """scripts/report.py as Snakemake runs it: its own process, a `snakemake` object, a log."""
-    smk_input = {
-        "metrics": [str(p) for p in paths.metrics],
-        "log_history": [str(p) for p in paths.log_history],
-        "train_telemetry": [str(p) for p in paths.train_telemetry],
-        "generations": [str(p) for p in paths.generations],
-        "data_card": str(paths.data_card),
-        "base_model": str(Path(paths.base_card).parent),
-        "template": str(paths.template),
-        "style": str(paths.style),
-    }
-    spec = {
-        "script": str(REPO / "scripts" / "report.py"),
-        "log": str(out / "report.log"),
-        "input": smk_input,
-        "params": {
-            "runs": runs,
-            "config": config,
-            "config_hash": config_hash(config),
-            "reference": config["report"]["reference"],
-            "title": config["report"]["title"],
-        },
-        "output": {"html": str(out / "report.html"), "figures": str(out / "figures"), "tables": str(out / "tables")},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        [sys.executable, "-c", ENTRY_SCRIPT_DRIVER, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(REPO / "scripts")},
-    )
-
-
-@functools.cache
-def built_cpu_report() -> Path:
-    out = scratch_dir() / "report"
-    done = run_entry_script(fixture_paths("embedded_cpu", CPU_RUNS), CPU_RUNS, cpu_config(), out)
-    assert done.returncode == 0, done.stderr + (out / "report.log").read_text()
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# A small DOM on top of html.parser
-
-VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-@dataclass
-class Element:
-    tag: str
-    attrs: dict
-    children: list = field(default_factory=list)
-
-    def text(self) -> str:
-        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
-
-    def iter(self):
-        for child in self.children:
-            if isinstance(child, Element):
-                yield child
-                yield from child.iter()
-
-    def find_all(self, tag=None, cls=None, **attrs):
-        return [
-            e
-            for e in self.iter()
-            if (tag is None or e.tag == tag)
-            and (cls is None or cls in e.attrs.get("class", "").split())
-            and all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
-        ]
-
-    def find(self, tag=None, cls=None, **attrs):
-        found = self.find_all(tag, cls, **attrs)
-        assert found, f"no <{tag} class={cls} {attrs}>"
-        return found[0]
-
-
-class DomBuilder(HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Element("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        element = Element(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(element)
-        if tag not in VOID_ELEMENTS:
-            self.stack.append(element)
-
-    def handle_endtag(self, tag):
-        if tag in VOID_ELEMENTS:
-            return
-        assert self.stack[-1].tag == tag, f"</{tag}> closes <{self.stack[-1].tag}>"
-        self.stack.pop()
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
-
-
-def parse_html(path: Path) -> Element:
-    builder = DomBuilder()
-    builder.feed(Path(path).read_text(encoding="utf-8"))
-    builder.close()
-    assert builder.stack == [builder.root], "unclosed elements: " + ", ".join(e.tag for e in builder.stack[1:])
-    return builder.root
-
-
-def table_rows(dom: Element, table_id: str) -> dict[str, dict[str, Element]]:
-    """{row name: {column key: <td>}} of one of the report's data tables."""
-    table = dom.find("table", id=table_id)
-    rows = {}
-    for tr in table.find("tbody").find_all("tr"):
-        name = tr.find("th").text().strip()
-        rows[name] = {td.attrs["data-key"]: td for td in tr.find_all("td")}
-    return rows
-
-
-def shown(td: Element) -> str:
-    return td.find("span", cls="v").text().strip()
-
-
-def assert_shows(td: Element, expected: float, key: str = "") -> None:
-    """The cell holds exactly `expected` and prints it correctly rounded."""
-    assert "data-value" in td.attrs, f"{key}: no number in the cell ({shown(td)!r})"
-    assert math.isclose(float(td.attrs["data-value"]), expected, rel_tol=1e-9, abs_tol=1e-12), key
-    text = shown(td).replace(",", "")
-    decimals = len(text.split(".")[1]) if "." in text else 0
-    assert abs(float(text) - expected) <= 0.5 * 10**-decimals + 1e-9, f"{key}: {text} for {expected}"
-
-
-def source_of(td: Element, dom: Element, table_id: str) -> str:
-    """The cell's source: its mark, looked up in the key under its table (and its tooltip)."""
-    mark = td.find("sup", cls="source")
-    key = dom.find("div", cls="table-block", data_table=table_id).find("dl", cls="sources")
-    sources = {dt.text(): dd.text() for dt, dd in zip(key.find_all("dt"), key.find_all("dd"))}
-    assert sources[mark.text()] == mark.attrs["title"]
-    return sources[mark.text()]
 
 
 def read_json(path: Path) -> dict:
@@ -468,84 +246,6 @@ def test_headline_csv_matches_the_html(blog):
     assert rows[0]["train_runtime_s"] == "" and float(rows[0]["eval_loss"]) == 1.521
 
 
-def test_latex_tables_are_compile_ready(blog):
-    outputs, _ = blog
-    tables = outputs.tables[0].parent
-    for name in ("headline.tex", "headline_transposed.tex", "reference.tex"):
-        assert_compile_ready((tables / name).read_text(encoding="utf-8"))
-    headline = (tables / "headline.tex").read_text(encoding="utf-8")
-    assert "\\toprule" in headline and "\\midrule" in headline and "\\bottomrule" in headline
-    assert "4\\,194\\,304" in headline and "[\\% of all]" in headline and "Ratio to full [$\\times$]" in headline
-    compile_if_possible(tables / "headline.tex")
-
-
-def test_latex_escapes_every_special_character():
-    text = "a&b%c$d#e_f{g}h~i^j\\k"
-    assert escape_latex(text) == (
-        "a\\&b\\%c\\$d\\#e\\_f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k"
-    )
-    table = Table(
-        [Column("model", "Model"), Column("value_s", "Time_total", "s", decimals=1)],
-        [[Cell("run_1 & {x}"), Cell(1234.56)], [Cell("100%~#$^\\"), Cell(None)]],
-        notes=["50% of runs_used $"],
-    )
-    latex = table_to_latex(table, "Caption with _ and &", "tab:x y")
-    assert "run\\_1 \\& \\{x\\} & 1\\,234.6 \\\\" in latex
-    assert "100\\%\\textasciitilde{}\\#\\$\\textasciicircum{}\\textbackslash{} & --- \\\\" in latex
-    assert "\\label{tab:x-y}" in latex
-    assert_compile_ready(latex)
-
-
-def assert_compile_ready(latex: str) -> None:
-    body = "\n".join(line for line in latex.splitlines() if not line.lstrip().startswith("%"))
-    unescaped = re.sub(r"\\[\\{}&%$#_]", "", body)
-    depth = 0
-    for char in unescaped:
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        assert depth >= 0, "a } closes nothing"
-    assert depth == 0, "unbalanced braces"
-    stack = []
-    for kind, name in re.findall(r"\\(begin|end)\{([^}]*)\}", body):
-        if kind == "begin":
-            stack.append(name)
-        else:
-            assert stack and stack.pop() == name, f"\\end{{{name}}} does not close the open environment"
-    assert not stack, f"unclosed environments {stack}"
-    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", body).group(1)
-    rows = body.split("\\toprule")[1].split("\\bottomrule")[0]
-    for line in rows.splitlines():
-        if line.endswith("\\\\"):
-            cells = re.split(r"(?<!\\)&", line)
-            spans = [re.match(r"\s*\\multicolumn\{(\d+)\}", cell) for cell in cells]
-            assert sum(int(span.group(1)) if span else 1 for span in spans) == len(spec), line
-    for char in "%$#_":  # unescaped specials outside the comments
-        assert not re.search(rf"(?<!\\){re.escape(char)}", body.replace("$\\times$", "")), char
-
-
-def compile_if_possible(table_file: Path) -> None:
-    """With pdflatex installed, compile the table in a minimal document; otherwise the structural
-    checks above stand alone."""
-    pdflatex = shutil.which("pdflatex")
-    if pdflatex is None:
-        return
-    work = table_file.parent / "latex-check"
-    work.mkdir(exist_ok=True)
-    (work / "doc.tex").write_text(
-        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[margin=1cm,"
-        "landscape]{geometry}\\begin{document}\\input{" + str(table_file) + "}\\end{document}\n",
-        encoding="utf-8",
-    )
-    done = subprocess.run(
-        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    shutil.rmtree(work, ignore_errors=True)
-    assert done.returncode == 0, done.stdout[-3000:]
-
-
 # --------------------------------------------------------------------------------------------
 # The embedded default on a CPU, through the entry script: no VRAM, power or energy
 
@@ -635,6 +335,19 @@ def test_a_report_without_a_full_fine_tune(tmp_path):
     assert list(rows) == ["base", "lora"]
     assert shown(rows["lora"]["time_vs_full"]) == "—"  # no full fine-tune to compare with
     assert "No run is a full fine-tune" in dom.find("section", id="glance").text()
+
+
+@pytest.mark.slow
+def test_the_report_says_when_remote_code_was_allowed(tmp_path):
+    runs = sorted(p.name for p in (FIXTURES / "embedded_cpu" / "runs").iterdir())
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    raw.update(trust_remote_code=True, runs={run: {"method": "full" if run == "full" else "lora"} for run in runs})
+    config = validate_config(raw, search_dirs=[REPO])
+    inputs = load_report_inputs(fixture_paths("embedded_cpu", runs), runs, config, config_hash(config), {}, "t")
+    build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "on: the model repository’s own Python code was allowed to run" in html
+    assert "off: no code from model repositories was run" not in html
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_report import BLOG_FIGURES, BLOG_RUNS, built_blog_report
+from helpers.report import BLOG_FIGURES, BLOG_RUNS, built_blog_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 900}

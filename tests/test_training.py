@@ -1,13 +1,15 @@
-"""The training recipe's pieces: PEFT's count for the blog's LoraConfig, the option mapping,
-throughput bookkeeping and log-history rows."""
+"""The training recipe's pieces (ftcompare.training): PEFT's count for the blog's LoraConfig, the
+option mapping, throughput bookkeeping, log-history rows and elapsed time across a resume. Whole
+(tiny) training runs are in test_training_runs.py."""
 
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerState
 
 from ftcompare.config import run_settings, validate_config
 from ftcompare.training import (
+    ProgressRecorder,
     TokenCountingCollator,
     build_lora_config,
     build_sft_config,
@@ -118,3 +120,27 @@ def test_loss_rows_keep_one_row_per_step_in_order():
     rows = loss_rows(history)
     assert [r["step"] for r in rows] == [1, 10]
     assert rows[1] == {"step": 10, "epoch": 0.5, "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0}
+
+
+def test_elapsed_time_continues_from_the_checkpoint():
+    recorder = ProgressRecorder(TokenCountingCollator(lambda features: features))
+    fresh = TrainerState(stateful_callbacks=[recorder])
+    assert fresh.stateful_callbacks["ProgressRecorder"] == {"args": {}, "attributes": {"elapsed_s": 0.0}}
+
+    resumed = TrainerState(
+        stateful_callbacks={"ProgressRecorder": {"args": {}, "attributes": {"elapsed_s": 81.5}}},
+        log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}],
+    )
+    recorder.on_train_begin(None, resumed, None)
+    try:
+        assert recorder.elapsed_offset == 81.5
+        assert recorder.state()["attributes"]["elapsed_s"] >= 81.5
+    finally:
+        recorder.restore_sigterm_handler()
+
+    older = TrainerState(log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}, {"eval_loss": 1.0}])
+    recorder = ProgressRecorder(TokenCountingCollator(lambda features: features))
+    recorder.on_train_begin(None, older, None)
+    recorder.restore_sigterm_handler()
+    assert recorder.elapsed_offset == 70.0
+    assert "ProgressRecorder" in older.stateful_callbacks  # so the Trainer can save its state there

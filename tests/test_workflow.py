@@ -1,86 +1,84 @@
-"""The workflow end to end: a tiny study in a temporary folder, run by the real snakemake CLI."""
+"""The workflow end to end: a tiny study in a temporary folder, run by the real snakemake CLI, once per
+scenario config in tests/scenarios/ (config_<name>.yaml, as the Snakemake catalog's .test/config_*):
+every test that takes `study` runs for each, and reads the runs from the scenario's config."""
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
+from helpers.strict_json import loads_strict, strict_json_problems
+from helpers.workflow import SCENARIOS, copy_workflow, planned_jobs, read_jsonl, snakemake
 
 from conftest import REPO
+from ftcompare.config import run_settings, validate_config
 
 pytestmark = pytest.mark.slow
 
-E2E_CONFIG = REPO / "tests" / "data" / "e2e_config.yaml"
-WORKFLOW_PARTS = ["Snakefile", "rules", "scripts", "report", "config", "envs", "profiles"]
+SCENARIO_FILES = sorted(SCENARIOS.glob("config_*.yaml"))
 
 
-def copy_workflow(target):
-    """A clone-like copy of the workflow, so tests can edit its files without touching the repo."""
-    for part in WORKFLOW_PARTS:
-        source = REPO / part
-        if source.is_dir():
-            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, target / part)
-    return target
+class Study(NamedTuple):
+    scenario: str  # the name after config_
+    workdir: Path  # a copy of the workflow, its results/ made with config/e2e.yaml (the scenario's file)
+    config: dict  # the scenario's config, validated (defaults filled in)
 
 
-def snakemake(workdir, *args, env=None, check=True):
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
-            f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
-        )
-    return result
+def logged_steps(max_steps: int, logging_steps: int) -> list[int]:
+    """The steps log_history.csv has a loss for: the first, every logging_steps-th, and the last."""
+    return sorted({1, *range(logging_steps, max_steps + 1, logging_steps), max_steps})
 
 
-def planned_jobs(workdir, *args):
-    """{rule: count} of what a dry run would execute."""
-    out = snakemake(workdir, "-n", "--cores", "2", "--quiet", "rules", *args).stdout
-    jobs = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            jobs[parts[0]] = int(parts[1])
-    return jobs
+def lora_trainable_params(settings: dict, embedded: dict) -> int:
+    """LoRA's (and DoRA's) trainable parameters on the embedded Llama, PEFT's default targets q_proj and
+    v_proj: r x (in + out) per adapted matrix, plus DoRA's magnitude vector of `out`."""
+    assert settings["lora"]["target_modules"] is None
+    hidden = embedded["hidden_size"]
+    v_out = embedded["num_key_value_heads"] * hidden // embedded["num_attention_heads"]
+    per_layer = settings["lora"]["r"] * ((hidden + hidden) + (hidden + v_out))
+    if settings["lora"]["use_dora"]:
+        per_layer += hidden + v_out
+    return embedded["num_hidden_layers"] * per_layer
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """One tiny study, run once for the whole module."""
-    workdir = copy_workflow(tmp_path_factory.mktemp("study"))
-    shutil.copy(E2E_CONFIG, workdir / "config" / "e2e.yaml")
-    result = snakemake(workdir, "--cores", "2", "--configfile", "config/e2e.yaml")
-    return workdir, result
+@pytest.fixture(scope="module", params=SCENARIO_FILES, ids=lambda path: path.stem.removeprefix("config_"))
+def study(request, tmp_path_factory):
+    """One tiny study per scenario, run once for the whole module."""
+    scenario = request.param.stem.removeprefix("config_")
+    workdir = copy_workflow(tmp_path_factory.mktemp(f"study-{scenario}"))
+    shutil.copy(request.param, workdir / "config" / "e2e.yaml")
+    snakemake(workdir, "--cores", "2", "--configfile", "config/e2e.yaml")
+    raw = yaml.safe_load(request.param.read_text(encoding="utf-8"))
+    return Study(scenario, workdir, validate_config(raw, search_dirs=[REPO]))
+
+
+def test_there_are_at_least_two_scenarios_and_one_packs_with_a_third_run():
+    assert {"config_default.yaml", "config_packing.yaml"} <= {path.name for path in SCENARIO_FILES}
+    packing = yaml.safe_load((SCENARIOS / "config_packing.yaml").read_text(encoding="utf-8"))
+    assert packing["training"]["packing"] is True and len(packing["runs"]) >= 3
 
 
 def test_every_output_exists_and_holds_sane_values(study):
-    workdir, _ = study
-    results = workdir / "results"
+    results, config = study.workdir / "results", study.config
+    runs = list(config["runs"])
     card = json.loads((results / "data" / "data_card.json").read_text())
     assert card["source"] == "embedded"
-    assert card["rows"]["train"] + card["rows"]["eval"] == 80
+    assert card["rows"]["train"] + card["rows"]["eval"] == config["data"]["embedded_rows"]
     assert (results / "models" / "base" / "config.json").is_file()
 
-    for run, method in [("lora", "lora"), ("full", "full")]:
+    metrics = {}
+    for run in runs:
+        settings = run_settings(config, run)
+        method = settings["method"]
         run_dir = results / "runs" / run
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["run"] == run and metrics["method"] == method
-        assert metrics["train_steps"] == 6
-        assert 0 < metrics["trainable_params"] <= metrics["total_params"]
+        metrics[run] = m = json.loads((run_dir / "metrics.json").read_text())
+        assert m["run"] == run and m["method"] == method
+        assert m["train_steps"] == settings["training"]["max_steps"]
+        assert 0 < m["trainable_params"] <= m["total_params"]
         for key in [
             "train_runtime_s",
             "train_samples_per_s",
@@ -91,12 +89,14 @@ def test_every_output_exists_and_holds_sane_values(study):
             "eval_loss_before_training",
             "peak_memory_mb",
         ]:
-            assert isinstance(metrics[key], float) and metrics[key] > 0, key
-        assert metrics["peak_memory_source"].startswith("process RSS")
+            assert isinstance(m[key], float) and m[key] > 0, key
+        assert m["peak_memory_source"].startswith("process RSS")
+        assert m["options"]["packing"] is settings["training"]["packing"]
         rows = list(csv.DictReader((run_dir / "log_history.csv").open()))
-        assert [int(r["step"]) for r in rows] == [1, 2, 4, 6]
+        expected_steps = logged_steps(settings["training"]["max_steps"], settings["training"]["logging_steps"])
+        assert [int(r["step"]) for r in rows] == expected_steps
         assert all(float(r["loss"]) > 0 and float(r["elapsed_s"]) >= 0 for r in rows)
-        assert float(rows[-1]["loss"]) == pytest.approx(metrics["final_train_loss"])
+        assert float(rows[-1]["loss"]) == pytest.approx(m["final_train_loss"])
         assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
         telemetry = list(csv.DictReader((run_dir / "telemetry.csv").open()))
         assert telemetry and {"train", "load"} <= {r["phase"] for r in telemetry}
@@ -104,34 +104,70 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert json.loads((run_dir / "telemetry.json").read_text())["sample_count"] >= 1
         weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
         assert (run_dir / "model" / weights).is_file()
+        if method == "lora":
+            assert m["trainable_params"] == lora_trainable_params(settings, config["base_model"]["embedded"]), run
 
-    lora = json.loads((results / "runs" / "lora" / "metrics.json").read_text())
-    full = json.loads((results / "runs" / "full" / "metrics.json").read_text())
-    assert lora["trainable_params"] < full["trainable_params"] == full["total_params"]
-    assert lora["eval_loss_before_training"] == pytest.approx(full["eval_loss_before_training"])
+    lora_runs = [run for run in runs if config["runs"][run]["method"] == "lora"]
+    full_runs = [run for run in runs if config["runs"][run]["method"] == "full"]
+    assert lora_runs and full_runs
+    for full in full_runs:
+        assert metrics[full]["trainable_params"] == metrics[full]["total_params"]
+        assert all(metrics[lora]["trainable_params"] < metrics[full]["trainable_params"] for lora in lora_runs)
+    # The same base model and held-out set before any training: one loss for every run.
+    first = metrics[runs[0]]["eval_loss_before_training"]
+    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first) for run in runs)
 
     prompts = yaml.safe_load((REPO / "config" / "prompts.yaml").read_text())["prompts"]
-    for model in ["base", "lora", "full"]:
-        records = [json.loads(line) for line in (results / "generations" / f"{model}.jsonl").open()]
+    for model in ["base", *runs]:
+        records = read_jsonl(results / "generations" / f"{model}.jsonl")
         assert [r["prompt"] for r in records] == prompts
-        assert all(r["model"] == model and 1 <= r["new_tokens"] <= 8 and r["seconds"] > 0 for r in records)
+        max_new_tokens = config["generation"]["max_new_tokens"]
+        assert all(r["model"] == model and 1 <= r["new_tokens"] <= max_new_tokens and r["seconds"] > 0 for r in records)
         assert records[0]["formatted_prompt"].startswith("<s>[INST] What do you think")
 
     html = (results / "report" / "report.html").read_text()
-    assert "lora" in html and "full" in html
-    for log in ["base_model.log", "prepare_data.log", "train/lora.log", "generate/base.log", "report.log"]:
-        assert (results / "logs" / log).is_file()
-    assert (results / "benchmarks" / "train" / "full.tsv").is_file()
+    assert all(run in html for run in runs)
+    logs = ["base_model.log", "prepare_data.log", "generate/base.log", "report.log"]
+    logs += [f"train/{run}.log" for run in runs] + [f"generate/{run}.log" for run in runs]
+    for log in logs:
+        assert (results / "logs" / log).is_file(), log
+    for run in runs:
+        assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file(), run
+
+
+def test_every_json_file_is_strict_json(study):
+    """No NaN or Infinity in any *.json file or *.jsonl line the workflow wrote (Python's json writes
+    them by default; other parsers refuse them)."""
+    problems, documents = strict_json_problems(study.workdir / "results")
+    assert problems == []
+    runs = len(study.config["runs"])
+    # At least each run's metrics and telemetry summary, and a line per prompt for each model.
+    assert documents >= 2 * runs + (1 + runs)
+
+
+def test_the_strict_parser_refuses_what_json_dumps_writes_for_nan_and_infinity(tmp_path):
+    for value in (float("nan"), float("inf"), float("-inf")):
+        text = json.dumps({"loss": value})
+        assert json.loads(text)["loss"] != 0  # what Python's own parser lets through
+        with pytest.raises(ValueError, match="is not JSON"):
+            loads_strict(text)
+    assert loads_strict('{"loss": null, "x": [1.5e300, -2]}') == {"loss": None, "x": [1.5e300, -2]}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "metrics.json").write_text('{"eval_perplexity": Infinity}')
+    (tmp_path / "generations.jsonl").write_text('{"a": 1}\n{"b": NaN}\n')
+    assert strict_json_problems(tmp_path) == (
+        ["runs/metrics.json: Infinity is not JSON", "generations.jsonl:2: NaN is not JSON"],
+        3,
+    )
 
 
 def test_a_second_run_does_nothing(study):
-    workdir, _ = study
-    result = snakemake(workdir, "--cores", "2", "--configfile", "config/e2e.yaml")
+    result = snakemake(study.workdir, "--cores", "2", "--configfile", "config/e2e.yaml")
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
 def test_a_reordered_config_file_reruns_nothing(study):
-    workdir, _ = study
+    workdir = study.workdir
     config = yaml.safe_load((workdir / "config" / "e2e.yaml").read_text())
     reordered = dict(reversed(list(config.items())))
     (workdir / "config" / "reordered.yaml").write_text(yaml.safe_dump(reordered, sort_keys=False))
@@ -139,34 +175,33 @@ def test_a_reordered_config_file_reruns_nothing(study):
 
 
 def test_a_changed_lora_option_reruns_only_that_run_its_generation_and_the_report(study):
-    workdir, _ = study
+    workdir = study.workdir
     config = yaml.safe_load((workdir / "config" / "e2e.yaml").read_text())
     config["runs"]["lora"]["lora"] = {"r": 4}
     (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
     assert jobs == {"train": 1, "generate": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
-    assert "wildcards: run=lora" in plan and "wildcards: run=full" not in plan
+    assert "wildcards: run=lora" in plan
+    assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")
 
 
 @pytest.mark.parametrize(
     "changed", ["report/report.html.j2", "report/caption_figures.rst", "scripts/ftcompare/report/figures.py"]
 )
 def test_a_changed_template_or_report_code_reruns_only_the_report(study, changed):
-    workdir, _ = study
-    path = workdir / changed
+    path = study.workdir / changed
     original = path.read_text()
     try:
         path.write_text(original + ("\n{# edited #}\n" if changed.endswith(".j2") else "\n"))
-        assert planned_jobs(workdir, "--configfile", "config/e2e.yaml") == {"report": 1, "all": 1}
+        assert planned_jobs(study.workdir, "--configfile", "config/e2e.yaml") == {"report": 1, "all": 1}
     finally:
         path.write_text(original)
 
 
 def test_snakemake_report_builds(study):
-    workdir, _ = study
-    snakemake(workdir, "--configfile", "config/e2e.yaml", "--report", "results/snakemake-report.zip")
-    with zipfile.ZipFile(workdir / "results" / "snakemake-report.zip") as archive:
+    snakemake(study.workdir, "--configfile", "config/e2e.yaml", "--report", "results/snakemake-report.zip")
+    with zipfile.ZipFile(study.workdir / "results" / "snakemake-report.zip") as archive:
         names = archive.namelist()
     assert any(name.endswith("report.html") for name in names)
     assert any("metrics.json" in name for name in names)
