@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ftcompare.atomic import atomic_path
 from ftcompare.checkpoints import mark_finished
-from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_build
+from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_version_and_build
 from ftcompare.embedded_model import CARD_NAME
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
 from ftcompare.script_runtime import run_script
@@ -61,7 +61,7 @@ def main(smk):
         energy_j=summary.get("energy_j"),
         energy_source=summary.get("energy_method") if summary.get("energy_j") is not None else None,
         telemetry_backend=summary.get("backend"),
-        torch_build=torch_build(),
+        torch_build=torch_version_and_build(),
         versions={name: metadata.version(name) for name in TRAINING_PACKAGES},
     )
     with atomic_path(smk.output.log_history) as tmp:

@@ -166,3 +166,24 @@ def test_prompts_file_lists_the_blog_prompt_first():
 def test_blog_config_sets_every_training_key_so_nothing_leaks_from_the_default():
     schema_keys = set(load_schema()["$defs"]["training"]["properties"])
     assert set(load_yaml("blog.yaml")["training"]) == schema_keys
+
+
+def test_run_overrides_reach_only_their_run(default_config):
+    config = validate_config(
+        {
+            **default_config,
+            "runs": {
+                "lora": {"method": "lora"},
+                "lora-r64": {
+                    "method": "lora",
+                    "lora": {"r": 64, "lora_alpha": 16},
+                    "training": {"learning_rate": 1e-4},
+                },
+                "full": {"method": "full"},
+            },
+        }
+    )
+    assert run_settings(config, "lora")["lora"]["r"] == 8
+    assert run_settings(config, "lora-r64")["lora"] == {**config["lora"], "r": 64, "lora_alpha": 16}
+    assert run_settings(config, "lora-r64")["training"]["learning_rate"] == 1e-4
+    assert "lora" not in run_settings(config, "full")

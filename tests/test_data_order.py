@@ -37,10 +37,12 @@ def test_the_trainer_shuffles_with_the_seeded_sampler_each_epoch(tiny_run, tmp_p
     import datasets
     from transformers import AutoTokenizer
 
-    from ftcompare.training import build_sft_config
+    from ftcompare.speed_options import resolve_speed_options
+    from ftcompare.trainer_builder import build_sft_config
 
     settings = settings_for()
-    args = build_sft_config(settings["training"], settings["seed"], tmp_path, "cpu")
+    speed = resolve_speed_options(settings["training"], "cpu")
+    args = build_sft_config(settings["training"], settings["seed"], tmp_path, "cpu", speed)
     trainer = SeededSFTTrainer(
         model=LlamaForCausalLM.from_pretrained(tiny_run / "base"),
         args=args,

@@ -37,7 +37,6 @@ def test_a_visible_gpu_is_used(monkeypatch):
     assert devices.resolve_device("auto") == "cuda" and devices.resolve_device("cuda") == "cuda"
 
 
-
 @pytest.mark.parametrize(
     "hip, cuda, expected",
     [("6.2.41134", None, "ROCm 6.2.41134"), (None, "12.4", "CUDA 12.4"), (None, None, "CPU")],

@@ -25,7 +25,6 @@ from helpers.report import (
     built_cpu_report,
     cpu_config,
     fixture_paths,
-    run_entry_script,
 )
 
 from conftest import REPO
@@ -440,12 +439,13 @@ def test_verdict_wording_for_each_outcome():
 def test_the_notes_say_which_runtimes_include_compilation():
     import pandas as pd
 
+    from ftcompare.metrics import RunMetrics
     from ftcompare.report.headline import headline_table
-    from ftcompare.report.inputs import Metrics, RunResult
+    from ftcompare.report.inputs import RunResult
     from ftcompare.report.telemetry import Telemetry
 
     def run(name, compiled):
-        metrics = Metrics(run=name, method="lora", options={"torch_compile": compiled}, train_runtime_s=10.0)
+        metrics = RunMetrics(run=name, method="lora", options={"torch_compile": compiled}, train_runtime_s=10.0)
         return RunResult(name=name, metrics=metrics, log_history=pd.DataFrame(), telemetry=Telemetry())
 
     notes = headline_table([run("a", True), run("b", False), run("c", True)]).notes

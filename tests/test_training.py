@@ -1,112 +1,204 @@
-"""The training recipe's pieces (ftcompare.training): PEFT's count for the blog's LoraConfig, the
-option mapping, throughput bookkeeping, log-history rows and elapsed time across a resume. Whole
-(tiny) training runs are in test_training_runs.py."""
+"""Whole training runs of a tiny model through train_run (ftcompare.training): torch.compile and the
+dropped padding mask learn what the plain run learns, a missing compiler is refused before training,
+SIGTERM saves a checkpoint and fails, a resumed run's TensorBoard log has every step once, a run
+without TensorBoard still makes its output folder, and out-of-memory names the run, the peak and what
+to try."""
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
 
 import pytest
 import torch
-from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, TrainerState
+from fakes.telemetry import FakeTelemetry
+from helpers.tiny_run import make_tiny_run, run_paths, settings_for
 
-from ftcompare.config import run_settings, validate_config
-from ftcompare.training import (
-    ProgressRecorder,
-    TokenCountingCollator,
-    build_lora_config,
-    build_sft_config,
-    count_parameters,
-    loss_rows,
-    steady_throughput,
+from ftcompare.callbacks import StepTimer
+from ftcompare.checkpoints import is_complete
+from ftcompare.data_order import SeededSFTTrainer
+from ftcompare.errors import FtcompareError
+from ftcompare.speed_options import resolve_torch_compile
+from ftcompare.training import loss_rows, train_run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny Llama and word-level tokenizer saved like a base model, and train/eval Parquet files."""
+    return make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture
+def sigterm_at_step_2(monkeypatch):
+    """Send this process SIGTERM at the end of step 2, as SLURM would before a kill."""
+    on_step_end = StepTimer.on_step_end
+
+    def terminating(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return on_step_end(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(StepTimer, "on_step_end", terminating)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not resolve_torch_compile("auto", "cpu")[0],
+    reason="inductor needs a C++ compiler on the CPU: bash tests/setup_system.sh",
 )
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_compiled_run_learns_what_the_eager_run_learns(tiny_run, tmp_path, method):
+    """torch_compile: the trainer runs inductor's kernels, and the losses match the eager run's."""
+    from torch._dynamo.utils import counters
 
-LLAMA_2_7B = dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-)
+    # No LoRA dropout: inductor draws its own random numbers, so the two runs would drop different units.
+    training = {"learning_rate": 1e-2, "max_steps": 6}
+    results = {}
+    for compiled in (False, True):
+        counters.clear()
+        settings = settings_for(method, **training, torch_compile=compiled)
+        if method == "lora":
+            settings["lora"]["lora_dropout"] = 0.0
+        paths = run_paths(tiny_run, tmp_path / str(compiled))
+        metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+        results[compiled] = (metrics, [row["loss"] for row in rows], counters["stats"]["unique_graphs"])
+        assert metrics.options["torch_compile"] is compiled
+    (eager, eager_losses, eager_graphs), (compiled, compiled_losses, compiled_graphs) = results[False], results[True]
+    assert eager_graphs == 0 and compiled_graphs > 0
+    assert eager.eval_loss < eager.eval_loss_before_training  # it learned something to compare
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    assert compiled.eval_loss == pytest.approx(eager.eval_loss, rel=1e-4)
+    # The saved weights are the model's, not the compiled wrapper's (no "_orig_mod." in their names).
+    from safetensors import safe_open
 
-
-def test_blog_lora_config_on_llama_2_7b_shape_counts_like_the_blog(blog_config):
-    """The blog printed: trainable params: 4,194,304 || all params: 6,742,609,920."""
-    with torch.device("meta"):
-        model = LlamaForCausalLM(LlamaConfig(**LLAMA_2_7B))
-    assert count_parameters(model) == (6_738_415_616, 6_738_415_616)
-    peft_model = get_peft_model(model, build_lora_config(run_settings(blog_config, "lora")["lora"]))
-    assert count_parameters(peft_model) == (4_194_304, 6_742_609_920)
-    targeted = {name.split(".")[-4] for name, _ in peft_model.named_parameters() if "lora_A" in name}
-    assert targeted == {"q_proj", "v_proj"}
-
-
-def test_sft_config_maps_the_blog_training_arguments(blog_config, tmp_path):
-    settings = run_settings(blog_config, "lora")
-    args = build_sft_config(settings["training"], settings["seed"], tmp_path, device="cpu")
-    assert args.learning_rate == 4e-5
-    assert args.per_device_train_batch_size == 4
-    assert args.gradient_accumulation_steps == 1
-    assert args.optim.value == "paged_adamw_32bit"
-    assert args.weight_decay == 0.001
-    assert args.max_grad_norm == 0.3
-    assert args.warmup_steps == pytest.approx(0.03)
-    assert args.get_warmup_steps(250) == 8  # ceil(0.03 * 250)
-    assert args.lr_scheduler_type.value == "constant"
-    assert args.train_sampling_strategy == "group_by_length"
-    assert args.logging_steps == 50 and args.save_steps == 50
-    assert args.num_train_epochs == 1
-    assert not args.fp16 and not args.bf16
-    assert args.max_length == 512
-    assert args.report_to == ["tensorboard"]
-    full = run_settings(blog_config, "full")
-    assert build_sft_config(full["training"], 42, tmp_path, "cpu").learning_rate == 4e-7
+    saved = next((tmp_path / "True" / "model").glob("*.safetensors"))
+    with safe_open(str(saved), "pt") as handle:
+        assert handle.keys() and not any("_orig_mod" in key for key in handle.keys())
 
 
-def test_run_overrides_reach_only_their_run(default_config):
-    config = validate_config(
-        {
-            **default_config,
-            "runs": {
-                "lora": {"method": "lora"},
-                "lora-r64": {
-                    "method": "lora",
-                    "lora": {"r": 64, "lora_alpha": 16},
-                    "training": {"learning_rate": 1e-4},
-                },
-                "full": {"method": "full"},
-            },
-        }
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_run, tmp_path, monkeypatch, method):
+    """drop_padding_mask: the model sees padded batches without a mask, and every loss is the masked run's.
+
+    LoRA keeps its dropout: both runs draw the same random numbers for the same (padded) shapes.
+    """
+    from ftcompare.collators import WithoutPaddingMask
+
+    seen = []  # (padding in the batch, mask passed on) for each batch the model was given unmasked-able
+    collate = WithoutPaddingMask.__call__
+
+    def spying(self, features):
+        mask = self.inner(features)["attention_mask"]
+        batch = collate(self, features)
+        seen.append((bool((mask == 0).any()), "attention_mask" in batch))
+        return batch
+
+    monkeypatch.setattr(WithoutPaddingMask, "__call__", spying)
+    results = {}
+    for drop in (False, True):
+        settings = settings_for(
+            method, learning_rate=1e-2, max_steps=6, drop_padding_mask=drop, lm_head_loss="full_logits"
+        )
+        metrics, rows = train_run(
+            settings, run_paths(tiny_run, tmp_path / str(drop)), "cpu", "float32", False, {"f": 1}, FakeTelemetry()
+        )
+        assert metrics.options["drop_padding_mask"] is drop
+        results[drop] = (metrics, [row["loss"] for row in rows])
+    assert seen and (True, False) in seen and not any(passed for _, passed in seen)  # padded, and no mask passed
+    (masked, masked_losses), (unmasked, unmasked_losses) = results[False], results[True]
+    assert masked.eval_loss < masked.eval_loss_before_training  # it learned something to compare
+    assert unmasked_losses == pytest.approx(masked_losses, rel=1e-5)
+    assert unmasked.eval_loss == pytest.approx(masked.eval_loss, rel=1e-5)
+    # The token counts still tell padding apart.
+    assert unmasked.train_nonpad_tokens_per_s < unmasked.train_tokens_per_s
+
+
+def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++")
+    paths = run_paths(tiny_run, tmp_path)
+    with pytest.raises(FtcompareError, match=r"^training.torch_compile: true, but no C\+\+ compiler"):
+        train_run(settings_for(torch_compile=True), paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert not paths.model_out.exists() and not paths.checkpoints.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_stops_and_fails(tiny_run, tmp_path, sigterm_at_step_2):
+    handler_before = signal.getsignal(signal.SIGTERM)
+    paths = run_paths(tiny_run, tmp_path)
+    with pytest.raises(FtcompareError) as caught:
+        train_run(settings_for(), paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert str(caught.value) == (
+        f"run lora: stopped by SIGTERM at step 2; a checkpoint was saved in {paths.checkpoints}. Rerun to resume."
     )
-    assert run_settings(config, "lora")["lora"]["r"] == 8
-    assert run_settings(config, "lora-r64")["lora"] == {**config["lora"], "r": 64, "lora_alpha": 16}
-    assert run_settings(config, "lora-r64")["training"]["learning_rate"] == 1e-4
-    assert "lora" not in run_settings(config, "full")
+    assert is_complete(paths.checkpoints / "checkpoint-2")
+    state = json.loads((paths.checkpoints / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["stateful_callbacks"]["StepTimer"]["attributes"]["elapsed_s"] > 0
+    assert not paths.model_out.exists()
+    assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
-def test_token_counter_counts_padding_apart():
-    def collate(features):
-        width = max(len(f) for f in features)
-        ids = torch.tensor([f + [0] * (width - len(f)) for f in features])
-        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in features])
-        return {"input_ids": ids, "attention_mask": mask}
+@pytest.mark.slow
+def test_a_resumed_run_s_tensorboard_log_has_every_step_once(tiny_run, tmp_path):
+    """The steps logged after the last checkpoint by the interrupted job are dropped, not shown twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    counter = TokenCountingCollator(collate)
-    counter([[5, 6, 7], [5]])
-    counter([[1, 2], [3, 4]])
-    assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (4, 10, 8)
+    def logged_steps(folder: Path) -> dict:
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        return {tag: [event.step for event in events.Scalars(tag)] for tag in ("train/loss", "eval/loss")}
+
+    paths = run_paths(tiny_run, tmp_path)
+    settings = settings_for(max_steps=4, save_steps=2, report_to=["tensorboard"])
+    train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    # The eval loss before training (step 0) and after it (step 4).
+    assert logged_steps(paths.tensorboard) == {"train/loss": [1, 2, 3, 4], "eval/loss": [0, 4]}
+    # As if the job was killed after logging step 4, before its checkpoint was saved: steps 3 and 4 again.
+    shutil.rmtree(paths.checkpoints / "checkpoint-4")
+    metrics, _ = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.resumed_from_step == 2
+    assert logged_steps(paths.tensorboard) == {"train/loss": [1, 2, 3, 4], "eval/loss": [0, 4]}
+    assert len(list(paths.tensorboard.glob("events.out.tfevents.*"))) > 1  # written by both jobs
 
 
-def test_steady_throughput_excludes_warmup_steps():
-    # step, seconds, samples, tokens, nonpad: a slow first step, then 1 step/s of 4 samples
-    steps = [(0, 0.0, 0, 0, 0), (1, 5.0, 4, 400, 300)]
-    steps += [(i, 5.0 + (i - 1), 4 * i, 400 * i, 300 * i) for i in range(2, 12)]
-    result = steady_throughput(steps)
-    assert result["warmup_steps"] == 2
-    assert result["samples_per_s"] == pytest.approx(4.0)
-    assert result["tokens_per_s"] == pytest.approx(400.0)
-    assert result["nonpad_tokens_per_s"] == pytest.approx(300.0)
-    assert steady_throughput([(0, 0.0, 0, 0, 0)])["samples_per_s"] is None
+@pytest.mark.slow
+def test_a_run_that_logs_to_no_tensorboard_still_makes_its_tensorboard_output(tiny_run, tmp_path):
+    """The train rule declares the folder, so it must exist (empty) when report_to is []."""
+    paths = run_paths(tiny_run, tmp_path)
+    telemetry = FakeTelemetry()
+    train_run(settings_for(max_steps=2, report_to=[]), paths, "cpu", "float32", False, {"f": 1}, telemetry)
+    assert paths.tensorboard.is_dir() and not any(paths.tensorboard.iterdir())
+    # The sampler's peaks are reset once, as training starts, so they are the training's.
+    assert telemetry.peak_resets == 1 and "train" in telemetry.phases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,advice", [("lora", "a smaller lora.r"), ("full", "the lora method")])
+def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path, monkeypatch, method, advice):
+    mib = 2**20
+
+    def out_of_memory(self, *args, **kwargs):
+        # What torch would report on a GPU that filled up (this machine may have none).
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 70_000 * mib)
+        monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: 79_500 * mib)
+        monkeypatch.setattr(
+            torch.cuda, "get_device_properties", lambda *a: type("Properties", (), {"total_memory": 81_559 * mib})
+        )
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU 80GB")
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SeededSFTTrainer, "train", out_of_memory)
+    paths = run_paths(tiny_run, tmp_path)
+    with pytest.raises(FtcompareError) as caught:
+        train_run(settings_for(method), paths, "cuda", "float32", False, {"f": 1}, FakeTelemetry())
+    assert str(caught.value) == (
+        f"run {method}: out of GPU memory (peak 70,000 MiB allocated and 79,500 MiB reserved by torch, of "
+        "81,559 MiB on Fake GPU 80GB). Try a smaller per_device_train_batch_size with more "
+        f"gradient_accumulation_steps, training.gradient_checkpointing: true, bf16, or {advice}."
+    )
+    assert not paths.model_out.exists()
 
 
 def test_loss_rows_keep_one_row_per_step_in_order():
@@ -120,27 +212,3 @@ def test_loss_rows_keep_one_row_per_step_in_order():
     rows = loss_rows(history)
     assert [r["step"] for r in rows] == [1, 10]
     assert rows[1] == {"step": 10, "epoch": 0.5, "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0}
-
-
-def test_elapsed_time_continues_from_the_checkpoint():
-    recorder = ProgressRecorder(TokenCountingCollator(lambda features: features))
-    fresh = TrainerState(stateful_callbacks=[recorder])
-    assert fresh.stateful_callbacks["ProgressRecorder"] == {"args": {}, "attributes": {"elapsed_s": 0.0}}
-
-    resumed = TrainerState(
-        stateful_callbacks={"ProgressRecorder": {"args": {}, "attributes": {"elapsed_s": 81.5}}},
-        log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}],
-    )
-    recorder.on_train_begin(None, resumed, None)
-    try:
-        assert recorder.elapsed_offset == 81.5
-        assert recorder.state()["attributes"]["elapsed_s"] >= 81.5
-    finally:
-        recorder.restore_sigterm_handler()
-
-    older = TrainerState(log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}, {"eval_loss": 1.0}])
-    recorder = ProgressRecorder(TokenCountingCollator(lambda features: features))
-    recorder.on_train_begin(None, older, None)
-    recorder.restore_sigterm_handler()
-    assert recorder.elapsed_offset == 70.0
-    assert "ProgressRecorder" in older.stateful_callbacks  # so the Trainer can save its state there

@@ -38,6 +38,11 @@ def torch_build() -> str:
     return "CPU"
 
 
+def torch_version_and_build() -> str:
+    """ "torch 2.x (CPU build)" (or CUDA x.y, ROCm x.y): what a job records and the report compares."""
+    return f"torch {torch.__version__} ({torch_build()} build)"
+
+
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)

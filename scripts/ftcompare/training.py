@@ -44,7 +44,6 @@ def train_run(
     """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
     run, method = settings["run"], settings["method"]
     sampler.set_phase("load")
-    resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
     spec = TrainerSpec(
         base_model=paths.base_model,
         method=method,
@@ -63,6 +62,7 @@ def train_run(
         datasets.Dataset.from_parquet(str(paths.eval_data)),
     )
     _log_setup(run, method, built)
+    resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
     if resume_from is not None:
         purge_tensorboard_after(built.trainer, spec.tensorboard_dir, checkpoint_step(resume_from))
 

@@ -173,18 +173,15 @@ def _git(repo_dir: Path, *args: str) -> str | None:
 
 
 def torch_version_and_build() -> str:
-    """ "torch 2.x (CPU build)" (or CUDA x.y, ROCm x.y): the torch in the environment that built the report.
-
-    The build is ftcompare.devices.torch_build, imported only once torch is known to be there:
-    the report's environment may have no torch.
-    """
+    """The torch in the environment that built the report, as ftcompare.devices.torch_version_and_build says
+    it (imported only once torch is known to be there: the report's environment may have no torch)."""
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         return "torch is not installed in the report's environment"
-    from ftcompare.devices import torch_build
+    from ftcompare import devices
 
-    return f"torch {torch.__version__} ({torch_build()} build)"
+    return devices.torch_version_and_build()
 
 
 def package_versions(names: list[str]) -> list[tuple[str, str]]:

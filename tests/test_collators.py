@@ -1,20 +1,12 @@
-"""The fast path's options: packed sequences must not attend across their boundaries, bf16 `auto`."""
+"""The collators (ftcompare.collators): packed sequences must not attend across their boundaries, a
+right-padded batch without its mask learns the same, and the token counter counts sequences."""
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from ftcompare.errors import FtcompareError
-from ftcompare.fast_path import (
-    PackedRowsCollator,
-    WithoutPaddingMask,
-    is_right_padded,
-    packed_layout,
-    resolve_bf16,
-    resolve_torch_compile,
-    training_options,
-)
+from ftcompare.collators import PackedRowsCollator, TokenCountingCollator, WithoutPaddingMask, is_right_padded
 
 PAD = 0
 
@@ -102,121 +94,7 @@ def test_padding_and_sequence_starts_carry_no_label():
         PackedRowsCollator(pad_token_id=PAD)([{"input_ids": [5, 6, 7], "seq_lengths": [4]}])
 
 
-def test_bf16_auto_means_a_gpu_with_bf16():
-    assert resolve_bf16("auto", "cpu") is False
-    assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cuda") is False
-    if not torch.cuda.is_available():
-        assert resolve_bf16("auto", "cuda") is False
-
-
-def test_torch_compile_auto_needs_the_compiler_inductor_runs(monkeypatch, tmp_path):
-    import importlib.util
-
-    compiler = tmp_path / "my-c++"
-    compiler.write_text("#!/bin/sh\n")
-    compiler.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setenv("CXX", "my-c++")
-    assert resolve_torch_compile("auto", "cpu") == (True, f"auto: inductor builds CPU kernels with {compiler}")
-    assert resolve_torch_compile(True, "cpu") == (True, "asked for in the config")
-    monkeypatch.setenv("CXX", "no-such-c++")
-    compiled, why = resolve_torch_compile("auto", "cpu")
-    assert not compiled and "no C++ compiler 'no-such-c++'" in why and "on PATH" in why
-    # Asked for where inductor cannot build kernels: refused before the model loads, naming the key.
-    with pytest.raises(FtcompareError, match=r"^training.torch_compile: true, but no C\+\+ compiler 'no-such-c\+\+'"):
-        resolve_torch_compile(True, "cpu")
-    assert resolve_torch_compile(False, "cpu") == (False, "off in the config")
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    compiled, why = resolve_torch_compile("auto", "cuda")
-    assert not compiled and "Triton" in why
-    with pytest.raises(FtcompareError, match="Triton"):
-        resolve_torch_compile(True, "cuda")
-
-
-def test_options_report_what_was_on(default_config, blog_config):
-    from ftcompare.config import run_settings
-
-    blog = training_options(run_settings(blog_config, "lora")["training"], "cpu")
-    assert blog["packing"] is False and blog["bf16"] is False and blog["optim"] == "paged_adamw_32bit"
-    assert blog["packed_layout"] is None
-    assert blog["torch_compile"] is False and blog["torch_compile_setting"] is False
-    ours = training_options(run_settings(default_config, "lora")["training"], "cpu")
-    assert ours["bf16"] is False and ours["bf16_setting"] == "auto"
-    assert ours["torch_compile"] is False and ours["torch_compile_setting"] is False
-    auto = training_options({**run_settings(default_config, "lora")["training"], "torch_compile": "auto"}, "cpu")
-    assert auto["torch_compile"] is resolve_torch_compile("auto", "cpu")[0] and auto["torch_compile_setting"] == "auto"
-    assert packed_layout({"packing": True, "attn_implementation": "sdpa"}) == "rows"
-
-
-@pytest.fixture(scope="module")
-def word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(60)]
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-@pytest.mark.parametrize("packing", [False, True])
-def test_full_logits_loss_is_trls_chunked_loss(word_tokenizer, default_config, tmp_path, packing):
-    """Both loss paths through SFTTrainer itself, on padded batches and on packed rows."""
-    import datasets
-    from trl import SFTTrainer
-
-    from ftcompare.config import run_settings
-    from ftcompare.fast_path import training_collator, use_lm_head_loss
-    from ftcompare.training import build_sft_config
-
-    generator = torch.Generator().manual_seed(1)
-    texts = [
-        "<s> " + " ".join(f"w{int(i)}" for i in torch.randint(0, 60, (int(n),), generator=generator)) + " </s>"
-        for n in torch.randint(3, 20, (12,), generator=generator)
-    ]
-    training = {
-        **run_settings(default_config, "full")["training"],
-        "max_seq_length": 48,
-        "packing": packing,
-        "report_to": [],
-    }
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=0,
-            initializer_range=0.5,
-        )
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=build_sft_config(training, 0, tmp_path, "cpu"),
-        train_dataset=datasets.Dataset.from_dict({"text": texts}),
-        processing_class=word_tokenizer,
-    )
-    collate = training_collator(trainer, training)
-    batch = collate([trainer.train_dataset[i] for i in range(min(4, len(trainer.train_dataset)))])
-    assert ("seq_lengths" in trainer.train_dataset.column_names) == packing
-    if packing:  # several sequences share a row, so the boundaries matter
-        assert (batch["position_ids"] == 0).sum() > 2 * len(batch["input_ids"])
-    use_lm_head_loss(trainer, {"lm_head_loss": "chunked"})
-    assert "compute_loss" not in vars(trainer)  # TRL's own stays
-    chunked = trainer.compute_loss(model, dict(batch))
-    use_lm_head_loss(trainer, {"lm_head_loss": "full_logits"})
-    full = trainer.compute_loss(model, dict(batch))
-    assert torch.allclose(chunked, full, rtol=1e-5)
-
-
 def test_throughput_counts_packed_sequences_not_rows():
-    from ftcompare.training import TokenCountingCollator
-
     counter = TokenCountingCollator(PackedRowsCollator(pad_token_id=PAD))
     counter(BINS)  # rows of 10 tokens, every one a sequence's
     counter([{"input_ids": [5, 6, 7], "seq_lengths": [3]}, BINS[1]])  # 3 + 10 tokens in rows of 10
@@ -263,3 +141,16 @@ def test_a_left_padded_batch_keeps_its_mask(tiny_llama):
 def test_right_padding_is_ones_then_zeros_in_every_row():
     assert is_right_padded(torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]]))
     assert not is_right_padded(torch.tensor([[1, 1, 1], [1, 0, 1]]))
+
+
+def test_token_counter_counts_padding_apart():
+    def collate(features):
+        width = max(len(f) for f in features)
+        ids = torch.tensor([f + [0] * (width - len(f)) for f in features])
+        mask = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in features])
+        return {"input_ids": ids, "attention_mask": mask}
+
+    counter = TokenCountingCollator(collate)
+    counter([[5, 6, 7], [5]])
+    counter([[1, 2], [3, 4]])
+    assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (4, 10, 8)
