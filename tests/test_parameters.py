@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 import torch
+from helpers.tiny_llama import tiny_llama
 from peft import LoraConfig, get_peft_model
-from tiny_llama import tiny_llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftcompare.parameters import ParameterCount, count_parameters
