@@ -70,7 +70,8 @@ def main(smk):
             writer.writeheader()
             writer.writerows(rows)
     write_metrics(smk.output.metrics, metrics)
-    mark_finished(paths.checkpoints)
+    # Read from the config, not a rule param: keeping checkpoints changes no output, so it must not retrain.
+    mark_finished(paths.checkpoints, keep_checkpoints=smk.config["checkpoints"]["keep"])
     log.info(
         "run %s: final loss %.4f, eval loss %.4f (before training %.4f), %.1f s",
         metrics.run,

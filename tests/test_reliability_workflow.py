@@ -71,6 +71,8 @@ STUDY = {
     "runs": {RUN: {"method": "lora", "training": {"learning_rate": LEARNING_RATE}}},
     "generation": {"max_new_tokens": 8, "do_sample": True, "temperature": 1.0},
     "telemetry": {"interval_s": 0.5},
+    # Kept, so that the next config's run finds a finished run's checkpoints to refuse.
+    "checkpoints": {"keep": True},
 }
 
 

@@ -4,6 +4,7 @@ SIGTERM saves a checkpoint and fails, a resumed run's TensorBoard log has every 
 without TensorBoard still makes its output folder, and out-of-memory names the run, the peak and what
 to try."""
 
+import errno
 import json
 import os
 import shutil
@@ -137,6 +138,39 @@ def test_sigterm_saves_a_checkpoint_stops_and_fails(tiny_run, tmp_path, sigterm_
     assert state["global_step"] == 2 and state["stateful_callbacks"]["StepTimer"]["attributes"]["elapsed_s"] > 0
     assert not paths.model_out.exists()
     assert signal.getsignal(signal.SIGTERM) is handler_before
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint_and_says_so(tiny_run, tmp_path, monkeypatch):
+    """ENOSPC in the middle of the second save: the first checkpoint stays, the cut-off one goes, and a
+    rerun resumes from the first."""
+    import transformers
+
+    save_rng_state = transformers.Trainer._save_rng_state
+
+    def disk_full_at_step_2(self, output_dir):
+        if self.state.global_step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "rng_state.pth"))
+        return save_rng_state(self, output_dir)
+
+    monkeypatch.setattr(transformers.Trainer, "_save_rng_state", disk_full_at_step_2)
+    paths = run_paths(tiny_run, tmp_path)
+    settings = settings_for(save_steps=1)
+    with pytest.raises(FtcompareError) as caught:
+        train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    first = paths.checkpoints / "checkpoint-1"
+    message = str(caught.value)
+    assert message.startswith(
+        f"run lora: the disk is full (ENOSPC) while saving a checkpoint to {paths.checkpoints / 'checkpoint-2'}; "
+        f"the previous checkpoint {first} is intact ("
+    )
+    assert "GB; the next one needs as much again) and a rerun resumes from it" in message
+    assert is_complete(first) and not (paths.checkpoints / "checkpoint-2").exists()
+    assert not paths.model_out.exists()
+
+    monkeypatch.setattr(transformers.Trainer, "_save_rng_state", save_rng_state)
+    metrics, _ = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.resumed_from_step == 1 and metrics.train_steps == 4
 
 
 @pytest.mark.slow

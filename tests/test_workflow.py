@@ -15,6 +15,7 @@ from helpers.strict_json import loads_strict, strict_json_problems
 from helpers.workflow import SCENARIOS, copy_workflow, planned_jobs, read_jsonl, snakemake
 
 from conftest import REPO
+from ftcompare.checkpoints import FINISHED_FILE
 from ftcompare.config import run_settings, validate_config
 
 pytestmark = pytest.mark.slow
@@ -133,6 +134,20 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert (results / "logs" / log).is_file(), log
     for run in runs:
         assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file(), run
+
+
+def test_a_finished_run_keeps_its_checkpoints_only_where_the_config_says_so(study):
+    keep = study.config["checkpoints"]["keep"]
+    for run in study.config["runs"]:
+        folder = study.workdir / "results" / "checkpoints" / run
+        assert (folder / FINISHED_FILE).is_file(), run
+        assert bool(list(folder.glob("checkpoint-*"))) == keep, run
+
+
+def test_the_scenarios_cover_both_ways_of_finishing_with_checkpoints():
+    configs = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in SCENARIO_FILES]
+    kept = {config.get("checkpoints", {}).get("keep", False) for config in configs}
+    assert kept == {True, False}
 
 
 def test_every_json_file_is_strict_json(study):

@@ -62,12 +62,7 @@ def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> Path | None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     write_json(stored_path, fingerprint)
 
-    candidates = sorted(
-        (p for p in checkpoint_dir.iterdir() if checkpoint_step(p) is not None and p.is_dir()),
-        key=checkpoint_step,
-        reverse=True,
-    )
-    for candidate in candidates:
+    for candidate in checkpoints_in(checkpoint_dir):
         if is_complete(candidate):
             return candidate
         log.warning("skipping %s: incomplete (cut off while saving?); removing it", candidate)
@@ -75,9 +70,27 @@ def prepare_checkpoint_dir(checkpoint_dir, fingerprint: dict) -> Path | None:
     return None
 
 
-def mark_finished(checkpoint_dir) -> None:
-    """Record that the run these checkpoints belong to wrote all its outputs."""
-    write_json(Path(checkpoint_dir) / FINISHED_FILE, {"finished": True})
+def mark_finished(checkpoint_dir, keep_checkpoints: bool) -> None:
+    """Record that the run these checkpoints belong to wrote all its outputs; unless `keep_checkpoints`,
+    remove its checkpoints (weights and optimizer states: about 81 GB each for a 7B full fine-tune)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    write_json(checkpoint_dir / FINISHED_FILE, {"finished": True})
+    if not keep_checkpoints:
+        for checkpoint in checkpoints_in(checkpoint_dir):
+            shutil.rmtree(checkpoint)
+
+
+def checkpoints_in(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoint-N folders in `checkpoint_dir`, newest (highest step) first."""
+    return sorted(
+        (p for p in Path(checkpoint_dir).iterdir() if checkpoint_step(p) is not None and p.is_dir()),
+        key=checkpoint_step,
+        reverse=True,
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
 
 def _reason_to_start_over(checkpoint_dir: Path, fingerprint: dict) -> str | None:

@@ -1,6 +1,7 @@
 """One fine-tuning run (LoRA or full) with TRL's SFTTrainer, as the blog ran it, and its metrics."""
 
 import contextlib
+import errno
 import json
 import logging
 import shutil
@@ -15,7 +16,7 @@ from transformers.integrations import TensorBoardCallback
 
 from ftcompare.atomic import atomic_path, write_json
 from ftcompare.callbacks import StopOnSigterm, steady_throughput
-from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
+from ftcompare.checkpoints import checkpoint_step, checkpoints_in, folder_bytes, is_complete, prepare_checkpoint_dir
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
 from ftcompare.speed_options import training_options
@@ -105,6 +106,10 @@ def _train(run: str, built: BuiltTrainer, resume_from: Path | None, sampler, che
     started = time.time()
     try:
         output = built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise FtcompareError(_disk_full_message(run, checkpoints, error)) from error
+        raise
     finally:
         stop.restore_handler()
     if stop.received:
@@ -113,6 +118,27 @@ def _train(run: str, built: BuiltTrainer, resume_from: Path | None, sampler, che
             f"was saved in {checkpoints}. Rerun to resume."
         )
     return TrainingSession(output, resume_from, started, time.time())
+
+
+def _disk_full_message(run: str, checkpoints: Path, error: OSError) -> str:
+    """Remove the checkpoint the full disk cut off (freeing its space) and say what is left and what is needed."""
+    saved = checkpoints_in(checkpoints)
+    cut_off = [checkpoint for checkpoint in saved if not is_complete(checkpoint)]
+    for checkpoint in cut_off:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    complete = [checkpoint for checkpoint in saved if checkpoint not in cut_off]
+    where = f"{cut_off[0]}" if cut_off else str(error.filename or checkpoints)
+    if complete:
+        kept = (
+            f"the previous checkpoint {complete[0]} is intact ({folder_bytes(complete[0]) / 1e9:.2f} GB; the next "
+            f"one needs as much again) and a rerun resumes from it"
+        )
+    else:
+        kept = "no complete checkpoint was saved before, so a rerun starts over"
+    return (
+        f"run {run}: the disk is full (ENOSPC) while saving a checkpoint to {where}; {kept}. Free space where "
+        f"{checkpoints} lies, or lower training.save_total_limit."
+    )
 
 
 def _run_metrics(
