@@ -61,14 +61,21 @@ def base_model_params():
 
 
 def data_params():
+    """Only what the data depends on: embedded_rows only for `embedded`, eval_source only when it names one."""
     section = dict(config["data"])
     if section["name"] != "embedded":
         section.pop("embedded_rows")
+    if section["eval_source"]["name"] is None:
+        section.pop("eval_source")
     return canonical(section)
 
 
 def generation_params():
-    return canonical({k: v for k, v in config["generation"].items() if k != "prompts"})
+    return canonical({k: v for k, v in config["generation"].items() if k not in ("prompts", "dtype")})
+
+
+# What the models generate in: generation.dtype, else the dtype they trained in.
+GENERATION_DTYPE = config["generation"]["dtype"] or config["base_model"]["dtype"]
 
 
 TELEMETRY = canonical(config["telemetry"])

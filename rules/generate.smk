@@ -24,7 +24,7 @@ rule generate:
     params:
         generation=generation_params(),
         method=run_method,
-        dtype=config["base_model"]["dtype"],
+        dtype=GENERATION_DTYPE,
         seed=config["seed"],
         device=config["device"],
         telemetry=TELEMETRY,

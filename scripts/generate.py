@@ -37,6 +37,7 @@ def main(smk):
             smk.params.trust_remote_code,
             device,
         )
+        log.info("%s: generating in %s", model_name, str(model.dtype).removeprefix("torch."))
         sampler.set_phase("generate")
         records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)
     with atomic_path(smk.output.generations) as tmp:

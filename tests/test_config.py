@@ -14,6 +14,15 @@ def test_default_and_blog_configs_validate(default_config, blog_config):
     assert default_config["telemetry"] == {"backend": "auto", "interval_s": 0.5}
     assert blog_config["base_model"]["name"] == "NousResearch/Llama-2-7b-chat-hf"
     assert blog_config["data"]["name"] == "mlabonne/guanaco-llama2-1k"
+    # As the blog: every one of the 1,000 rows trains; the held-out rows come from the full set's test split.
+    assert blog_config["data"]["eval_source"] == {
+        "name": "mlabonne/guanaco-llama2",
+        "revision": None,
+        "split": "test",
+        "max_rows": None,
+    }
+    assert blog_config["training"]["max_seq_length"] == 1024
+    assert blog_config["generation"]["dtype"] == "float16" and default_config["generation"]["dtype"] is None
     assert run_settings(blog_config, "lora")["training"]["learning_rate"] == 4e-5
     assert run_settings(blog_config, "full")["training"]["learning_rate"] == 4e-7
 

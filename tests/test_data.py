@@ -1,5 +1,6 @@
 """The data stage: every source kind, every refusal, the split, the data card and the entry script."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -121,6 +122,24 @@ def test_spec_from_the_rule_params_without_embedded_rows(default_config):
         5,
         64,
     )
+
+
+def test_spec_with_a_held_out_source_of_its_own(default_config):
+    section = {
+        **default_config["data"],
+        "name": "org/set",
+        "eval_source": {"name": "org/other", "revision": None, "split": "test", "max_rows": 50},
+    }
+    spec = DataSpec.from_section(section, seed=5, max_seq_length=64)
+    held_out = spec.eval_source
+    assert (held_out.name, held_out.split, held_out.max_rows, held_out.key) == (
+        "org/other",
+        "test",
+        50,
+        "data.eval_source",
+    )
+    assert (held_out.text_column, held_out.seed, held_out.eval_source) == (spec.text_column, 5, None)
+    assert DataSpec.from_section(default_config["data"], seed=5, max_seq_length=64).eval_source is None
 
 
 # --- sources --------------------------------------------------------------------------------------
@@ -547,6 +566,50 @@ def test_card_and_outputs_for_a_local_file(tmp_path, tokenizer):
         assert card["truncated_rows"][split] == sum(n > 8 for n in lengths[split])
     assert card["truncated_rows"]["train"] + card["truncated_rows"]["eval"] == 6  # rows 7..12 have 9..14 tokens
     assert sorted(train + evaluation) == sorted(TEXTS)  # truncation is counted, never applied here
+
+
+def test_a_held_out_source_of_its_own_leaves_every_row_to_train(tmp_path, tokenizer):
+    """The blog trained on all 1,000 rows: with data.eval_source the held-out rows come from elsewhere."""
+    train_source = write_jsonl(tmp_path / "train.jsonl", [{"text": t} for t in TEXTS])
+    held_out_rows = ["w1 w2", "", "w3 w4 w5", "w6", "w7 w8"]
+    held_out_source = write_jsonl(tmp_path / "test.jsonl", [{"text": t} for t in held_out_rows])
+    spec = make_spec(train_source, eval_fraction=0.25, seed=3, max_seq_length=8)
+    spec = dataclasses.replace(
+        spec,
+        eval_source=dataclasses.replace(spec, name=str(held_out_source), max_rows=2, key="data.eval_source"),
+    )
+    train_path, eval_path, card_path = outputs(tmp_path)
+    card = prepare_data(spec, tokenizer, train_path, eval_path, card_path)
+    assert read_parquet_texts(train_path) == TEXTS
+    assert read_parquet_texts(eval_path) == ["w1 w2", "w3 w4 w5"]
+    assert card["eval_fraction"] is None
+    assert card["rows"] == {
+        "loaded": len(TEXTS),
+        "dropped_empty": 0,
+        "dropped_over_max_rows": 0,
+        "train": len(TEXTS),
+        "eval": 2,
+    }
+    assert card["eval_source"] == {
+        "source": "local_file",
+        "name": str(held_out_source),
+        "revision": None,
+        "split": None,
+        "max_rows": 2,
+        "rows": {"loaded": 5, "dropped_empty": 1, "dropped_over_max_rows": 2},
+    }
+    assert card["fingerprint"] == fingerprint(TEXTS, ["w1 w2", "w3 w4 w5"])
+
+
+def test_a_missing_held_out_source_is_named_by_its_key(tmp_path, tokenizer):
+    source = write_jsonl(tmp_path / "train.jsonl", [{"text": t} for t in TEXTS])
+    spec = make_spec(source)
+    spec = dataclasses.replace(
+        spec, eval_source=dataclasses.replace(spec, name=str(tmp_path / "nope.jsonl"), key="data.eval_source")
+    )
+    with pytest.raises(DataError, match=r"^data.eval_source.name = '.*nope.jsonl': no such file or folder"):
+        prepare_data(spec, tokenizer, *outputs(tmp_path))
+    assert not any(path.exists() for path in outputs(tmp_path))
 
 
 def test_card_for_the_embedded_source(tmp_path, tokenizer):

@@ -24,7 +24,7 @@ def test_sft_config_maps_the_blog_training_arguments(blog_config, tmp_path):
     assert args.logging_steps == 50 and args.save_steps == 50
     assert args.num_train_epochs == 1
     assert not args.fp16 and not args.bf16
-    assert args.max_length == 512
+    assert args.max_length == 1024  # TRL 0.4.7: min(tokenizer.model_max_length, 1024)
     assert args.report_to == ["tensorboard"]
     full = run_settings(blog_config, "full")
     assert build_sft_config(full["training"], 42, tmp_path, "cpu", speed).learning_rate == 4e-7

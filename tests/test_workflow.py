@@ -144,10 +144,18 @@ def test_a_finished_run_keeps_its_checkpoints_only_where_the_config_says_so(stud
         assert bool(list(folder.glob("checkpoint-*"))) == keep, run
 
 
+def test_the_models_generate_in_generation_dtype_else_the_training_dtype(study):
+    dtype = study.config["generation"]["dtype"] or study.config["base_model"]["dtype"]
+    for model in ["base", *study.config["runs"]]:
+        log = (study.workdir / "results" / "logs" / "generate" / f"{model}.log").read_text(encoding="utf-8")
+        assert f"{model}: generating in {dtype}" in log, model
+
+
 def test_the_scenarios_cover_both_ways_of_finishing_with_checkpoints():
     configs = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in SCENARIO_FILES]
     kept = {config.get("checkpoints", {}).get("keep", False) for config in configs}
     assert kept == {True, False}
+    assert {config.get("generation", {}).get("dtype") for config in configs} == {None, "bfloat16"}
 
 
 def test_every_json_file_is_strict_json(study):

@@ -7,6 +7,7 @@ data_card.json, which says where the rows came from and how long they are in tok
 """
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -58,15 +59,17 @@ class DataSpec:
     embedded_rows: int | None  # only used (and only passed by the rule) for `embedded`
     seed: int
     max_seq_length: int
+    eval_source: "DataSpec | None" = None  # held-out rows from a source of their own (then nothing is split off)
+    key: str = "data"  # the config section this spec came from, for messages
 
     @classmethod
     def from_section(cls, data: dict, seed: int, max_seq_length: int) -> "DataSpec":
         """From the validated `data` section and the two keys outside it (what the rule passes as params).
 
-        The rule leaves out `embedded_rows` when the source is not `embedded`, so that changing it
-        reruns nothing then.
+        The rule leaves out `embedded_rows` when the source is not `embedded`, and `eval_source` when it
+        names none, so that changing them reruns nothing then.
         """
-        return cls(
+        spec = cls(
             name=data["name"],
             revision=data["revision"],
             split=data["split"],
@@ -77,6 +80,18 @@ class DataSpec:
             seed=seed,
             max_seq_length=max_seq_length,
         )
+        source = data.get("eval_source")
+        if source is None or source["name"] is None:
+            return spec
+        held_out = dataclasses.replace(
+            spec,
+            name=source["name"],
+            revision=source["revision"],
+            split=source["split"],
+            max_rows=source["max_rows"],
+            key="data.eval_source",
+        )
+        return dataclasses.replace(spec, eval_source=held_out)
 
 
 @dataclass
@@ -86,9 +101,10 @@ class LoadedData:
     texts: list[str]
     source: str  # embedded | local_file | local_folder | hub
     revision: str | None
+    dropped_empty: int = 0
 
 
-def source_kind(name: str) -> str:
+def source_kind(name: str, key: str = "data") -> str:
     """embedded, local_file, local_folder or hub; a path that does not exist is refused here.
 
     An existing file or folder wins over a hub id of the same spelling (`./embedded` names a folder).
@@ -99,27 +115,27 @@ def source_kind(name: str) -> str:
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise DataError(
-                f"data.name = {name!r}: unsupported file type {path.suffix or '(none)'!r}; "
+                f"{key}.name = {name!r}: unsupported file type {path.suffix or '(none)'!r}; "
                 f"allowed: {', '.join(FILE_SUFFIXES)}, or a folder"
             )
         return "local_file"
     if path.is_dir():
         return "local_folder"
     if _looks_like_path(name):
-        raise DataError(f"data.name = {name!r}: no such file or folder ({path.resolve()})")
+        raise DataError(f"{key}.name = {name!r}: no such file or folder ({path.resolve()})")
     if _HUB_ID.match(name):
         return "hub"
     raise DataError(
-        f"data.name = {name!r}: not `embedded`, not an existing file or folder, and not a "
+        f"{key}.name = {name!r}: not `embedded`, not an existing file or folder, and not a "
         f"Hugging Face hub id (owner/name)"
     )
 
 
 def load_texts(spec: DataSpec) -> LoadedData:
     """Load the text column from the spec's source and check that every row is a string."""
-    kind = source_kind(spec.name)
+    kind = source_kind(spec.name, spec.key)
     if spec.revision is not None and kind != "hub":
-        log.warning("data.revision = %r is ignored: it applies to hub data sets only", spec.revision)
+        log.warning("%s.revision = %r is ignored: it applies to hub data sets only", spec.key, spec.revision)
     revision = None
     if kind == EMBEDDED:
         where = "the embedded data set"
@@ -134,10 +150,10 @@ def load_texts(spec: DataSpec) -> LoadedData:
     elif kind == "local_folder":
         path = Path(spec.name).expanduser()
         where = str(path)
-        columns, values = _dataset_column(read_data_folder(path, spec.split), spec.text_column, where)
+        columns, values = _dataset_column(read_data_folder(path, spec.split, spec.key), spec.text_column, where)
     else:
         where = f"hub data set {spec.name!r} (split {spec.split!r})"
-        dataset = load_hub_dataset(spec.name, spec.revision, spec.split)
+        dataset = load_hub_dataset(spec.name, spec.revision, spec.split, spec.key)
         revision = resolved_hub_revision(dataset, spec.revision)
         columns, values = _dataset_column(dataset, spec.text_column, where)
     texts = check_text_rows(columns, values, spec.text_column, where)
@@ -233,19 +249,14 @@ def prepare_data(spec: DataSpec, tokenizer, train_path, eval_path, card_path) ->
     """
     outputs = [Path(train_path), Path(eval_path), Path(card_path)]
     try:
-        loaded = load_texts(spec)
-        texts, dropped_empty = drop_empty_rows(loaded.texts)
-        if dropped_empty:
-            log.warning("dropped %d empty or whitespace-only rows", dropped_empty)
-        if not texts:
-            raise DataError(
-                f"data.name = {spec.name!r}: every one of its {len(loaded.texts)} rows is empty or whitespace"
-            )
-        kept = texts[: spec.max_rows] if spec.max_rows is not None else texts
-        if len(kept) < len(texts):
-            log.info("kept the first %d of %d rows (data.max_rows)", len(kept), len(texts))
-        train, evaluation = split_texts(kept, spec.eval_fraction, spec.seed)
-        card = _data_card(spec, loaded, dropped_empty, {"train": train, "eval": evaluation}, tokenizer)
+        loaded, kept = _usable_rows(spec)
+        if spec.eval_source is None:
+            train, evaluation = split_texts(kept, spec.eval_fraction, spec.seed)
+            held_out = None
+        else:
+            held_out, evaluation = _usable_rows(spec.eval_source)
+            train = kept
+        card = _data_card(spec, loaded, held_out, {"train": train, "eval": evaluation}, tokenizer)
         with atomic_path(outputs[0]) as train_tmp, atomic_path(outputs[1]) as eval_tmp:
             write_texts_parquet(train_tmp, train)
             write_texts_parquet(eval_tmp, evaluation)
@@ -255,6 +266,22 @@ def prepare_data(spec: DataSpec, tokenizer, train_path, eval_path, card_path) ->
             path.unlink(missing_ok=True)
         raise
     return card
+
+
+def _usable_rows(spec: DataSpec) -> tuple[LoadedData, list[str]]:
+    """The spec's rows, loaded and checked, without empty ones and cut to max_rows (logged)."""
+    loaded = load_texts(spec)
+    texts, loaded.dropped_empty = drop_empty_rows(loaded.texts)
+    if loaded.dropped_empty:
+        log.warning("%s: dropped %d empty or whitespace-only rows", spec.key, loaded.dropped_empty)
+    if not texts:
+        raise DataError(
+            f"{spec.key}.name = {spec.name!r}: every one of its {len(loaded.texts)} rows is empty or whitespace"
+        )
+    kept = texts[: spec.max_rows] if spec.max_rows is not None else texts
+    if len(kept) < len(texts):
+        log.info("kept the first %d of %d rows (%s.max_rows)", len(kept), len(texts), spec.key)
+    return loaded, kept
 
 
 def write_texts_parquet(path, texts: list[str]) -> None:
@@ -276,7 +303,7 @@ def read_data_file(path: Path, text_column: str) -> tuple[list[str], list | None
     return _records_column(path, records, text_column)
 
 
-def read_data_folder(path: Path, split: str):
+def read_data_folder(path: Path, split: str, key: str = "data"):
     """A datasets.Dataset from a `save_to_disk` folder or, through datasets.load_dataset, a folder of data files."""
     import datasets
 
@@ -287,7 +314,7 @@ def read_data_folder(path: Path, split: str):
             raise DataError(f"{path}: could not load the data set saved there: {_reason(error)}") from None
         if isinstance(dataset, datasets.DatasetDict):
             if split not in dataset:
-                raise DataError(f"{path} has no split {split!r} (data.split); its splits: {', '.join(dataset)}")
+                raise DataError(f"{path} has no split {split!r} ({key}.split); its splits: {', '.join(dataset)}")
             dataset = dataset[split]
         return dataset
     for file in _folder_files(path, FOLDER_TEXT_SUFFIXES):
@@ -296,14 +323,14 @@ def read_data_folder(path: Path, split: str):
         return datasets.load_dataset(str(path), split=split)
     except Exception as error:
         if _is_unknown_split(error):
-            raise DataError(f"{path} has no split {split!r} (data.split): {_reason(error)}") from None
+            raise DataError(f"{path} has no split {split!r} ({key}.split): {_reason(error)}") from None
         _raise_first_unreadable_file(path)
         raise DataError(
             f"{path}: datasets.load_dataset could not load the folder: {_reason(error, innermost=True)}"
         ) from None
 
 
-def load_hub_dataset(name: str, revision: str | None, split: str):
+def load_hub_dataset(name: str, revision: str | None, split: str, key: str = "data"):
     """datasets.load_dataset for a hub id (it uses the hub cache when offline); clear errors when it fails."""
     import datasets
 
@@ -311,13 +338,13 @@ def load_hub_dataset(name: str, revision: str | None, split: str):
         return datasets.load_dataset(name, revision=revision, split=split)
     except Exception as error:
         if _is_unknown_split(error):
-            raise DataError(f"hub data set {name!r} has no split {split!r} (data.split): {_reason(error)}") from None
+            raise DataError(f"hub data set {name!r} has no split {split!r} ({key}.split): {_reason(error)}") from None
         if _is_unreachable(error):
             raise DataError(
-                f"data.name = {name!r}: could not load it from the Hugging Face hub: the network or the hub "
+                f"{key}.name = {name!r}: could not load it from the Hugging Face hub: the network or the hub "
                 f"cache was unreachable, or no data set has that id ({_reason(error)}); {_USE_INSTEAD}"
             ) from None
-        raise DataError(f"data.name = {name!r}: could not load the hub data set: {_reason(error)}") from None
+        raise DataError(f"{key}.name = {name!r}: could not load the hub data set: {_reason(error)}") from None
 
 
 def resolved_hub_revision(dataset, requested: str | None) -> str | None:
@@ -333,7 +360,9 @@ def resolved_hub_revision(dataset, requested: str | None) -> str | None:
     return requested
 
 
-def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: dict[str, list[str]], tokenizer) -> dict:
+def _data_card(
+    spec: DataSpec, loaded: LoadedData, held_out: LoadedData | None, splits: dict[str, list[str]], tokenizer
+) -> dict:
     lengths = {name: token_lengths(tokenizer, texts) for name, texts in splits.items()}
     # Rows longer than max_seq_length stay as they are: training truncates them, the card counts them.
     truncated = {name: sum(n > spec.max_seq_length for n in values) for name, values in lengths.items()}
@@ -350,15 +379,18 @@ def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: d
     card.update(
         {
             "seed": spec.seed,
-            "eval_fraction": spec.eval_fraction,
+            "eval_fraction": spec.eval_fraction if held_out is None else None,
             "max_rows": spec.max_rows,
             # Of the rows written, train then eval: training keys its checkpoints on it, so it must
             # change whenever either output does (a new eval_fraction or seed included).
             "fingerprint": fingerprint(splits["train"], splits["eval"]),
             "rows": {
                 "loaded": len(loaded.texts),
-                "dropped_empty": dropped_empty,
-                "dropped_over_max_rows": len(loaded.texts) - dropped_empty - sum(map(len, splits.values())),
+                "dropped_empty": loaded.dropped_empty,
+                "dropped_over_max_rows": len(loaded.texts)
+                - loaded.dropped_empty
+                - len(splits["train"])
+                - (len(splits["eval"]) if held_out is None else 0),
                 "train": len(splits["train"]),
                 "eval": len(splits["eval"]),
             },
@@ -367,6 +399,20 @@ def _data_card(spec: DataSpec, loaded: LoadedData, dropped_empty: int, splits: d
             "truncated_rows": truncated,
         }
     )
+    if held_out is not None:
+        source = spec.eval_source
+        card["eval_source"] = {
+            "source": held_out.source,
+            "name": source.name,
+            "revision": held_out.revision,
+            "split": source.split if held_out.source in ("local_folder", "hub") else None,
+            "max_rows": source.max_rows,
+            "rows": {
+                "loaded": len(held_out.texts),
+                "dropped_empty": held_out.dropped_empty,
+                "dropped_over_max_rows": len(held_out.texts) - held_out.dropped_empty - len(splits["eval"]),
+            },
+        }
     return card
 
 
