@@ -205,6 +205,36 @@ def test_hub_id_loads_from_the_hub_cache_offline(hub_cache, local_model, tmp_pat
     assert all(torch.equal(copied[name], tensor) for name, tensor in original.items())
 
 
+def test_a_cached_safetensors_model_is_linked_not_written_again(hub_cache, local_model, tmp_path):
+    """The weights stay in the hub cache (27 GB for a 7B model in fp32 are not written a second time)."""
+    out_dir = tmp_path / "base"
+    card = run_offline(HUB_ID, out_dir, hub_cache, dtype="float32")["card"]
+    weights = out_dir / "model.safetensors"
+    assert weights.is_symlink() and hub_cache in weights.resolve().parents
+    assert card["linked_from"] == str(hub_cache / "hub" / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / COMMIT)
+    local = transformers.AutoModelForCausalLM.from_pretrained(local_model)
+    assert card["parameter_count"] == sum(p.numel() for p in local.parameters())
+    assert missing_model_files(out_dir) == []
+    linked = transformers.AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(linked.state_dict().values(), local.state_dict().values()))
+
+
+def test_a_cached_model_without_safetensors_is_saved_as_safetensors(local_model, tmp_path):
+    home = tmp_path / "hf_home"
+    snapshot = home / "hub" / f"models--{HUB_ID.replace('/', '--')}" / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for path in local_model.iterdir():
+        if path.suffix != ".safetensors":
+            (snapshot / path.name).write_bytes(path.read_bytes())
+    torch.save(load_file(local_model / "model.safetensors"), snapshot / "pytorch_model.bin")  # pickled weights only
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(COMMIT)
+    out_dir = tmp_path / "base"
+    card = run_offline(HUB_ID, out_dir, home)["card"]
+    assert "linked_from" not in card
+    assert (out_dir / "model.safetensors").is_file() and not (out_dir / "model.safetensors").is_symlink()
+
+
 def _response(status: int) -> httpx2.Response:
     return httpx2.Response(status, request=httpx2.Request("GET", "https://huggingface.co/x/y/resolve/main/config.json"))
 

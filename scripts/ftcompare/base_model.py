@@ -28,6 +28,8 @@ from ftcompare.parameters import count_parameters
 
 EMBEDDED = "embedded"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# What a hub snapshot is linked with: config, safetensors weights (and their index), tokenizer files.
+LINKED_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 WEIGHT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tekken.json", "tiktoken.model")
 ALTERNATIVES = (
@@ -102,7 +104,11 @@ def materialize_base_model(
         f"base model: downloading {name} from the Hugging Face hub (revision {revision or 'main'}, "
         f"commit {commit or 'unknown'}); trust_remote_code={trust_remote_code}"
     )
+    card_fields = {"source": "hub", "name": name, "revision": revision, "commit_hash": commit}
     with _hub_errors(name, revision):
+        linked = _link_hub_snapshot(name, commit or revision, trust_remote_code, out_dir, card_fields, log)
+        if linked is not None:
+            return linked
         try:
             return _save_model(
                 name,
@@ -110,11 +116,42 @@ def materialize_base_model(
                 dtype,
                 trust_remote_code,
                 out_dir,
-                {"source": "hub", "name": name, "revision": revision, "commit_hash": commit},
+                card_fields,
                 log,
             )
         except ValueError as error:
             raise FtcompareError(_load_refused_message(name, error)) from error
+
+
+def _link_hub_snapshot(
+    name: str, revision: str | None, trust_remote_code: bool, out_dir, card_fields: dict, log
+) -> dict | None:
+    """Link the hub cache's files of a safetensors model into `out_dir` instead of writing the weights again
+    (a 7B model in fp32 is 27 GB); jobs load it in base_model.dtype from there. None when the snapshot has
+    no safetensors weights: the model is then loaded and saved as safetensors."""
+    snapshot = Path(huggingface_hub.snapshot_download(name, revision=revision, allow_patterns=LINKED_FILES))
+    if not any(snapshot.glob("*.safetensors")) or missing_model_files(snapshot):
+        return None
+    config = transformers.AutoConfig.from_pretrained(snapshot, trust_remote_code=trust_remote_code)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(snapshot, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    card = {
+        **card_fields,
+        "model_type": config.model_type,
+        "parameter_count": count_parameters(model).total,
+        "dtype": str(config.dtype or "unknown").removeprefix("torch."),
+        "vocab_size": len(tokenizer),
+        "trust_remote_code": trust_remote_code,
+        "linked_from": str(snapshot),
+    }
+    log(f"base model: {card['parameter_count']:,} parameters; linking the hub cache's files {snapshot} into {out_dir}")
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for path in snapshot.iterdir():
+            if path.is_file():
+                (tmp / path.name).symlink_to(path.resolve())
+        (tmp / CARD_NAME).write_text(strict_json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card
 
 
 def missing_model_files(folder) -> list[str]:
