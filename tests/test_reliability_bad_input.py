@@ -52,7 +52,7 @@ BAD_CONFIGS = [
     (
         "unknown top-level key",
         {"learning_rate": 1e-4},
-        ["unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, report"],
+        ["unknown key `learning_rate`; allowed here: base_model, checkpoints, data, device, generation, lora, report"],
     ),
     (
         "unknown nested key",

@@ -199,7 +199,7 @@ def _resolve(node: dict, schema: dict) -> dict:
     return node
 
 
-def _short_list(items: list[str], limit: int = 12) -> str:
+def _short_list(items: list[str], limit: int = 20) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:8]) + f", ... ({len(items)} in all: see config/config.schema.yaml)"
