@@ -2,21 +2,12 @@
 
 import pytest
 import torch
+from helpers.llama import LLAMA_2_7B
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftcompare.flops import ModelShape, mfu, shape_of, training_flops, training_flops_per_token
 
-LLAMA_2_7B = dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-)
 EMBEDDING = 32000 * 4096
 ALL_PARAMS = 6_738_415_616  # the blog's "Full fine-tune: 6,738,415,616 trainable"
 
