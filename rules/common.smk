@@ -1,4 +1,5 @@
 # Config validation (against config/config.schema.yaml, defaults filled in) and path helpers.
+import os
 import re
 import sys
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
+from ftcompare.job_devices import threads_for_job
+from ftcompare.node_gpus import node_gpus
 
 try:
     _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
@@ -26,9 +29,35 @@ REPORT_SOURCES = sorted(
     for pattern in ("report/*.j2", "report/*.css", "report/*.rst", "scripts/ftcompare/report/*.py")
     for p in WORKFLOW_DIR.glob(pattern)
 )
-# Measurements stay honest only if jobs never share the machine: each job takes every core.
-JOB_THREADS = workflow.cores
-USES_GPU = 1 if config["device"] == "cuda" else 0
+
+
+def _given(resource):
+    """What the command line gave for a global resource (_cores: --cores, gpu: --resources gpu=N), or None."""
+    return workflow.global_resources.get(resource).value
+
+
+def job_threads(gpus):
+    """A rule's `threads`, decided as each job is scheduled, so that no --cores (a cluster) is no error."""
+
+    def threads(wildcards):
+        return threads_for_job(_given("_cores"), _given("gpu"), gpus)
+
+    return threads
+
+
+# GPUs and threads per job (docs/gpu-node.md). A train or generate job takes USES_GPU GPUs from the node's
+# pool: none with `device: cpu`, else one (with `auto` only where this machine has GPUs, so that a CPU-only
+# machine schedules as before). A CPU job takes every core, so that no CPU measurement shares the
+# machine; a GPU job under `--resources gpu=N` takes its share of the cores.
+NODE_GPUS = node_gpus(os.environ) if config["device"] != "cpu" else None
+USES_GPU = 0 if NODE_GPUS is None or (config["device"] == "auto" and not NODE_GPUS.devices) else 1
+JOB_THREADS = job_threads(0)
+GPU_JOB_THREADS = job_threads(USES_GPU)
+if USES_GPU and len(NODE_GPUS.devices) > 1 and _given("gpu") is None and workflow.local_exec:
+    sys.stderr.write(
+        f"ftcompare: {len(NODE_GPUS.devices)} GPUs and no `--resources gpu=N`: GPU jobs run one at a time; "
+        f"`--resources gpu={len(NODE_GPUS.devices)}` runs one on each GPU at once (docs/gpu-node.md)\n"
+    )
 
 
 wildcard_constraints:

@@ -16,7 +16,7 @@ rule generate:
         f"{RESULTS}/benchmarks/generate/{{model}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: JOB_THREADS
+    threads: GPU_JOB_THREADS
     resources:
         gpu=USES_GPU,
         mem_mb=16000,

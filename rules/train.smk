@@ -23,7 +23,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: JOB_THREADS
+    threads: GPU_JOB_THREADS
     resources:
         gpu=USES_GPU,
         mem_mb=16000,

@@ -1,5 +1,10 @@
 """Snakemake entry: the fixed prompts through one model (rule `generate`, wildcard `model`)."""
 
+# The job's GPUs first, before any import that may initialise CUDA or HIP (see scripts/train.py).
+from ftcompare.script_runtime import run_script, take_job_devices
+
+JOB_DEVICES = take_job_devices(snakemake)  # noqa: F821
+
 import logging
 
 from ftcompare import strict_json
@@ -7,13 +12,13 @@ from ftcompare.atomic import atomic_path
 from ftcompare.devices import resolve_device, set_cpu_threads
 from ftcompare.generation import generate_outputs, load_generation_model
 from ftcompare.prompts import load_prompts
-from ftcompare.script_runtime import run_script
 from ftcompare.telemetry import TelemetrySampler
 
 log = logging.getLogger("ftcompare.generate")
 
 
-def main(smk):
+def main(smk, job_devices):
+    log.info("GPUs: %s; %d CPU threads", job_devices.assignment, smk.threads)
     set_cpu_threads(smk.threads)
     device = resolve_device(smk.params.device)
     model_name = smk.wildcards.model
@@ -26,6 +31,7 @@ def main(smk):
         backend=telemetry["backend"],
         interval_s=telemetry["interval_s"],
         job=f"generate {model_name}",
+        job_devices=job_devices.record(),
     ) as sampler:
         sampler.set_phase("load")
         model, tokenizer = load_generation_model(
@@ -45,4 +51,4 @@ def main(smk):
     log.info("%s: %d generations written to %s", model_name, len(records), smk.output.generations)
 
 
-run_script(main, snakemake)  # noqa: F821
+run_script(main, snakemake, JOB_DEVICES)  # noqa: F821

@@ -1,5 +1,11 @@
 """Snakemake entry: fine-tune one run (rule `train`, wildcard `run`)."""
 
+# The job's GPUs come first: CUDA and HIP read CUDA_/HIP_VISIBLE_DEVICES once, when something first
+# touches the GPU, and importing the training libraries can do that (peft imports bitsandbytes, which does).
+from ftcompare.script_runtime import run_script, take_job_devices
+
+JOB_DEVICES = take_job_devices(snakemake)  # noqa: F821
+
 import csv
 import dataclasses
 import hashlib
@@ -13,7 +19,6 @@ from ftcompare.checkpoints import mark_finished
 from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_version_and_build
 from ftcompare.embedded_model import CARD_NAME
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
-from ftcompare.script_runtime import run_script
 from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
 from ftcompare.training import RunPaths, train_run
 
@@ -21,8 +26,9 @@ log = logging.getLogger("ftcompare.train")
 TRAINING_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
 
-def main(smk):
+def main(smk, job_devices):
     settings = smk.params.settings
+    log.info("GPUs: %s; %d CPU threads", job_devices.assignment, smk.threads)
     set_cpu_threads(smk.threads)
     device = resolve_device(smk.params.device)
     paths = RunPaths(
@@ -46,6 +52,7 @@ def main(smk):
         backend=telemetry["backend"],
         interval_s=telemetry["interval_s"],
         job=f"train {settings['run']}",
+        job_devices=job_devices.record(),
     ) as sampler:
         metrics, rows = train_run(
             settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler
@@ -55,6 +62,8 @@ def main(smk):
     metrics = dataclasses.replace(
         metrics,
         device_name=device_name(device),
+        devices=list(job_devices.devices),
+        device_assignment=job_devices.assignment,
         peak_memory_mb=peak_mb,
         peak_memory_source=peak_source,
         memory={name: MemoryFigure(**figure) for name, figure in memory_figures(summary).items()},
@@ -82,4 +91,4 @@ def main(smk):
     )
 
 
-run_script(main, snakemake)  # noqa: F821
+run_script(main, snakemake, JOB_DEVICES)  # noqa: F821

@@ -9,6 +9,9 @@ import pytest
 from fakes.fake_amdsmi import STATUS_INIT_ERROR, STATUS_NOT_SUPPORTED, AmdSmiLibraryException, FakeGcd, make_amdsmi
 from fakes.sampling import device_rows, run_sampler
 
+from ftcompare import node_gpus
+from ftcompare.device_pool import DevicePool
+from ftcompare.job_devices import assign_job_devices
 from ftcompare.telemetry import memory_figures, peak_memory
 
 GIB = 2**30
@@ -223,3 +226,29 @@ def test_visible_devices_are_matched_by_bus_id_through_the_kfd_topology(tmp_path
     assert summary["devices"]["cuda:0"]["pci_bus_id"] == "0000:45:00.0"
     assert {row["vram_used_mb"] for row in device_rows(rows, "cuda:0")} == {"3.0"}
     assert set(summary["devices"]) == {"cuda:0", "cpu"}
+
+
+def test_a_job_given_hip_device_2_by_the_pool_measures_that_gcd_alone(tmp_path, use_amdsmi, monkeypatch):
+    """amdsmi lists every GCD on the node in its own order; the pool's HIP_VISIBLE_DEVICES=2 is HIP's third
+    device (KFD topology order), and only that GCD is sampled."""
+    gcds = [
+        FakeGcd(bdf=f"0000:{bus:02x}:00.0", vram_used_mb=bus, power_w=100 + bus) for bus in (0xC1, 0x0A, 0x45, 0x8D)
+    ]
+    use_amdsmi("7.0", gcds)
+    monkeypatch.setattr(node_gpus, "PROBES", (("amd", node_gpus._count_amdsmi),))
+    kfd = tmp_path / "kfd"
+    for node, bus in enumerate([0, 0x0A, 0x45, 0x8D, 0xC1]):  # node 0 is the CPU; HIP device 2 is at 0x8d
+        (kfd / str(node)).mkdir(parents=True)
+        (kfd / str(node) / "gpu_id").write_text(str(node))
+        (kfd / str(node) / "properties").write_text(f"location_id {bus << 8}\ndomain 0\nunique_id 0\n")
+    environ = {"FTCOMPARE_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    others = DevicePool(["0", "1"], tmp_path / "locks").take(2, "other jobs")
+    job = assign_job_devices(1, environ, holder="generate lora")
+    assert environ["HIP_VISIBLE_DEVICES"] == "2"
+    (rows, summary), _ = run_sampler(tmp_path, "amdsmi", environ=environ, kfd_root=kfd, job_devices=job.record())
+    assert {row["device"] for row in rows} == {"cuda:0", "cpu"}
+    assert summary["devices"]["cuda:0"]["pci_bus_id"] == "0000:8d:00.0"
+    assert {row["vram_used_mb"] for row in device_rows(rows, "cuda:0")} == {str(float(0x8D))}
+    assert summary["job_devices"]["devices"] == ["2"]
+    job.lease.release()
+    others.release()

@@ -94,6 +94,26 @@ def test_rocr_visible_devices_by_uuid_and_cuda_visible_devices_when_hip_is_unset
     assert [d.pci_bus_id for _, d in hip_wins.devices] == ["0000:0a:00.0"]
 
 
+def test_hip_reads_an_empty_hip_visible_devices_as_unset_and_minus_one_as_no_device(tmp_path):
+    """As HIP's runtime does: HIP_VISIBLE_DEVICES when not empty, else CUDA_VISIBLE_DEVICES; -1, how a job
+    without a GPU is shown none (ftcompare.job_devices), ends the list without a warning."""
+    vendor = [amd(0, "c1", "0x1111"), amd(1, "0a", "0x2222")]
+    write_kfd(tmp_path, [(1, 0x0A, 0x2222), (2, 0xC1, 0x1111)])
+    kfd = devices.read_kfd_nodes(tmp_path)
+    empty_hip = devices.select_visible(
+        "amdsmi", vendor, {"HIP_VISIBLE_DEVICES": "", "CUDA_VISIBLE_DEVICES": "1"}, kfd_nodes=kfd
+    )
+    assert [d.pci_bus_id for _, d in empty_hip.devices] == ["0000:c1:00.0"]
+    both_empty = devices.select_visible(
+        "amdsmi", vendor, {"HIP_VISIBLE_DEVICES": "", "CUDA_VISIBLE_DEVICES": ""}, kfd_nodes=kfd
+    )
+    assert len(both_empty.devices) == 2
+    hidden = devices.select_visible(
+        "amdsmi", vendor, {"HIP_VISIBLE_DEVICES": "-1", "CUDA_VISIBLE_DEVICES": ""}, kfd_nodes=kfd
+    )
+    assert hidden.devices == [] and hidden.warnings == []
+
+
 def test_without_kfd_topology_the_pci_order_assumption_is_a_warning():
     vendor = [amd(0, "c1", "0x1111"), amd(1, "0a", "0x2222")]
     selection = devices.select_visible("amdsmi", vendor, {"HIP_VISIBLE_DEVICES": "0"}, kfd_nodes=None)

@@ -1,14 +1,19 @@
 """The NVML backend against a fake pynvml with NVML's units and its real error classes."""
 
+import logging
 import os
 import sys
+import time
 
 import pynvml
 import pytest
 from fakes.fake_amdsmi import FakeGcd, make_amdsmi
 from fakes.fake_pynvml import FakeNvidiaGpu, make_pynvml
+from fakes.fake_torch import FakeTorchGpu, make_torch
 from fakes.sampling import device_rows, run_sampler
 
+from ftcompare.device_pool import DevicePool
+from ftcompare.job_devices import assign_job_devices
 from ftcompare.telemetry import memory_figures, peak_memory
 
 MIB = 2**20
@@ -140,3 +145,49 @@ def test_auto_probes_both_vendors_and_logs_why_one_was_not_chosen(tmp_path, use_
     assert summary["backend_reasons"]["nvml"].startswith("works (1 device(s)) but amdsmi was preferred")
     assert "telemetry for test job: backend=auto -> amdsmi (with cpu)" in caplog.text
     assert "telemetry   torch: not used: torch.cuda.is_available() is False" in caplog.text
+
+
+@pytest.mark.parametrize("torch_sees_it", [False, True], ids=["by-cuda-visible-devices", "by-torch-pci-bus-id"])
+def test_a_job_given_gpu_2_of_4_by_the_pool_measures_gpu_2_alone(
+    tmp_path, use_nvml, monkeypatch, caplog, torch_sees_it
+):
+    """NVML lists every GPU on the node whatever CUDA_VISIBLE_DEVICES says: the job the pool gave GPU 2
+    must report GPU 2's memory, power and energy, nothing of the GPUs other jobs are using."""
+    start = time.monotonic()
+    gpus = [
+        FakeNvidiaGpu(
+            bus=bus,
+            uuid=f"GPU-{i}{i}{i}{i}0000-0000-0000-0000-000000000000",
+            memory_used=(i + 1) * 1024 * MIB,
+            power_mw=(i + 1) * 100_000,
+            # mJ since "the driver loaded", advancing as the GPU's own power says
+            energy_mj=(lambda watts: lambda: int(5e6 + (time.monotonic() - start) * watts * 1000))((i + 1) * 100),
+        )
+        for i, bus in enumerate((0x17, 0x3A, 0x65, 0xB3))
+    ]
+    use_nvml(gpus)
+    environ = {"FTCOMPARE_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    others = DevicePool(["0", "1"], tmp_path / "locks").take(2, "other jobs")
+    job = assign_job_devices(1, environ, holder="train lora")
+    assert job.devices == ("2",) and environ["CUDA_VISIBLE_DEVICES"] == "2"
+    if torch_sees_it:  # what a CUDA torch shows once CUDA_VISIBLE_DEVICES=2: one device, cuda:0
+        monkeypatch.setitem(sys.modules, "torch", make_torch([FakeTorchGpu(pci=(0, 0x65, 0), uuid=None)]))
+    with caplog.at_level(logging.WARNING, logger="ftcompare.telemetry"):
+        (rows, summary), _ = run_sampler(tmp_path, "nvml", environ=environ, job_devices=job.record())
+
+    assert {row["device"] for row in rows} == {"cuda:0", "cpu"}
+    assert {row["vram_used_mb"] for row in device_rows(rows, "cuda:0")} == {"3072.0"}
+    assert {row["power_w"] for row in device_rows(rows, "cuda:0")} == {"300.0"}
+    assert set(summary["devices"]) == {"cuda:0", "cpu"}
+    device = summary["devices"]["cuda:0"]
+    assert device["pci_bus_id"] == "0000:65:00.0" and device["vendor_index"] == 2
+    how = "torch's devices matched to nvml by PCI bus id" if torch_sees_it else "CUDA_VISIBLE_DEVICES='2'"
+    assert summary["device_mapping"] == how
+    times = [float(row["time_s"]) for row in device_rows(rows, "cuda:0")]
+    assert device["energy_method"].startswith("NVML total energy consumption counter")
+    assert summary["energy_j"] == device["energy_j"] == pytest.approx(300 * (times[-1] - times[0]), rel=0.1, abs=1)
+    assert memory_figures(summary)["device_vram_used_mb"]["value"] == 3072.0
+    assert summary["job_devices"] == job.record() and summary["job_devices"]["devices"] == ["2"]
+    assert not [r for r in caplog.records if "position" in r.getMessage()]  # CUDA_DEVICE_ORDER=PCI_BUS_ID was set
+    job.lease.release()
+    others.release()

@@ -38,6 +38,7 @@ SUMMARY_KEYS = {
     "backend_requested",
     "backends_used",
     "backend_reasons",
+    "job_devices",
     "device_mapping",
     "device_names",
     "driver_version",

@@ -62,6 +62,9 @@ class RunMetrics:
     eval_loss_before_training: float | None = None
     learning_rate: float | None = None
     device: str | None = None
+    # The job's GPUs as its CUDA_/HIP_VISIBLE_DEVICES names them ([] without one), and how it got them.
+    devices: list[str] = field(default_factory=list)
+    device_assignment: str | None = None
     dtype: str | None = None
     options: dict = field(default_factory=dict)
     lora: dict | None = None

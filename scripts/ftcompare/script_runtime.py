@@ -33,12 +33,33 @@ def redirect_output_to_log(log_path) -> int:
     return console_fd
 
 
-def run_script(main, smk) -> None:
-    """Run `main(smk)` with output to the rule's log; a FtcompareError exits 1 with its message."""
+def take_job_devices(smk):
+    """The job's GPUs (ftcompare.job_devices), as many as the rule's `gpu` resource: an entry script calls
+    this before its other imports, since those may initialise CUDA. A refusal ends the job as run_script's do."""
+    from ftcompare.job_devices import assign_job_devices
+
+    rule = getattr(smk, "rule", "job")
+    holder = " ".join([rule, *map(str, getattr(smk, "wildcards", []))])
+    try:
+        return assign_job_devices(
+            int(getattr(smk.resources, "gpu", 0) or 0),
+            holder=holder,
+            on_wait=lambda text: _tell_console(2, f"ftcompare: {text}\n"),
+        )
+    except FtcompareError as error:
+        message = f"ftcompare: rule {rule}: {error}\n"
+        with open(smk.log[0], "a", encoding="utf-8") as handle:
+            handle.write(message)
+        _tell_console(2, f"{message}(full log: {smk.log[0]})\n")
+        sys.exit(1)
+
+
+def run_script(main, smk, *args) -> None:
+    """Run `main(smk, *args)` with output to the rule's log; a FtcompareError exits 1 with its message."""
     rule = getattr(smk, "rule", "job")
     console_fd = redirect_output_to_log(smk.log[0])
     try:
-        main(smk)
+        main(smk, *args)
     except FtcompareError as error:
         log.error("%s", error)
         _tell_console(console_fd, f"ftcompare: rule {rule}: {error}\n(full log: {smk.log[0]})\n")

@@ -7,7 +7,7 @@ by position: position is used only where nothing better exists, and then a warni
 - torch's own view (the runtime, after every variable is applied) is used when torch sees GPUs.
 - Otherwise, NVIDIA: CUDA_VISIBLE_DEVICES (indices or GPU- UUID prefixes).
 - Otherwise, AMD: ROCR_VISIBLE_DEVICES (indices or GPU-<unique id>) filters the KFD topology, then
-  HIP_VISIBLE_DEVICES (or CUDA_VISIBLE_DEVICES when HIP's is unset) picks from what is left.
+  HIP_VISIBLE_DEVICES (or CUDA_VISIBLE_DEVICES when HIP's is unset or empty) picks from what is left.
 """
 
 import re
@@ -239,8 +239,9 @@ def _select_by_rocm_env(vendor_devices, environ, kfd_nodes) -> Selection:
         base = [base[i] for i in picked]
         warnings += [f"ROCR_VISIBLE_DEVICES: {problem}"] if problem else []
         described.append(f"ROCR_VISIBLE_DEVICES={environ.get('ROCR_VISIBLE_DEVICES')!r}")
-    hip_name = "HIP_VISIBLE_DEVICES" if environ.get("HIP_VISIBLE_DEVICES") is not None else "CUDA_VISIBLE_DEVICES"
-    hip = parse_visible(environ.get(hip_name))
+    # Like HIP itself: HIP_VISIBLE_DEVICES unless empty, else CUDA_VISIBLE_DEVICES; an empty value is unset.
+    hip_name = "HIP_VISIBLE_DEVICES" if environ.get("HIP_VISIBLE_DEVICES") else "CUDA_VISIBLE_DEVICES"
+    hip = parse_visible(environ.get(hip_name) or None)
     if hip is not None:
         picked, problem, _ = _resolve_entries(hip, base, _amd_uuid_match)
         base = [base[i] for i in picked]
@@ -279,7 +280,9 @@ def _resolve_entries(entries, candidates, uuid_match):
     for entry in entries:
         if re.fullmatch(r"-?\d+", entry):
             index = int(entry)
-            if index < 0 or index >= len(candidates):
+            if index < 0:  # -1 is how a job is shown no device (ftcompare.job_devices): the list ends, as intended
+                return picked, None, by_index
+            if index >= len(candidates):
                 problem = f"entry {entry!r} is not a device index (0..{len(candidates) - 1}); the list stops there"
                 return picked, problem, by_index
             by_index = True

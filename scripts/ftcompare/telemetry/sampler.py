@@ -40,6 +40,7 @@ class TelemetrySampler:
         job: str = "",
         *,
         environ=None,
+        job_devices=None,
         kfd_root=devices.KFD_NODES,
         stop_timeout_s: float = 5.0,
     ):
@@ -48,6 +49,7 @@ class TelemetrySampler:
         self.csv_path, self.json_path = csv_path, json_path
         self.backend, self.interval_s, self.job = backend, float(interval_s), job
         self._environ = os.environ if environ is None else environ
+        self._job_devices = job_devices
         self._kfd_root = kfd_root
         self._stop_timeout_s = stop_timeout_s
         self._stop = threading.Event()
@@ -129,6 +131,7 @@ class TelemetrySampler:
                 job_error=job_error,
                 thread_stopped=stopped,
                 setup_s=self._setup_s,
+                job_devices=self._job_devices,
             )
             self._write_csv(rows)
             write_json(self.json_path, self._summary)

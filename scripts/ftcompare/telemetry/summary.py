@@ -62,6 +62,7 @@ def build_summary(
     job_error,
     thread_stopped,
     setup_s,
+    job_devices=None,
 ) -> dict:
     """The summary dict; also fills energy_j into `rows` (the GPU rows of telemetry.csv)."""
     energies = fill_energy(rows, active.slots, active.vendor, read_log) if active.vendor is not None else {}
@@ -93,6 +94,7 @@ def build_summary(
         "backend_requested": active.requested,
         "backends_used": [b.name for b in (active.vendor, active.torch, active.cpu) if b is not None],
         "backend_reasons": dict(active.reasons),
+        "job_devices": job_devices,
         "device_mapping": active.mapping,
         "device_names": {label: entry["name"] for label, entry in device_entries.items()},
         "driver_version": driver_version,
