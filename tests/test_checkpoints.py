@@ -54,11 +54,24 @@ def test_a_finished_run_trains_again_from_step_zero(tmp_path, caplog):
     folder = tmp_path / "ckpt"
     prepare_checkpoint_dir(folder, {"a": 1})
     make_checkpoint(folder, 10)
-    mark_finished(folder)
+    mark_finished(folder, keep_checkpoints=True)
     with caplog.at_level(logging.WARNING):
         assert prepare_checkpoint_dir(folder, {"a": 1}) is None
     assert "they belong to a run that finished, and this job trains it again; training starts over" in caplog.text
     assert not (folder / "checkpoint-10").exists() and not (folder / FINISHED_FILE).exists()
+
+
+def test_a_finished_run_s_checkpoints_go_unless_kept(tmp_path):
+    for keep in (False, True):
+        folder = tmp_path / f"keep-{keep}"
+        prepare_checkpoint_dir(folder, {"a": 1})
+        make_checkpoint(folder, 5)
+        make_checkpoint(folder, 10)
+        mark_finished(folder, keep_checkpoints=keep)
+        assert (folder / FINISHED_FILE).is_file()
+        assert sorted(p.name for p in folder.glob("checkpoint-*")) == (
+            ["checkpoint-10", "checkpoint-5"] if keep else []
+        )
 
 
 def test_the_log_names_what_changed_and_what_cannot_be_known(tmp_path, caplog):
