@@ -63,6 +63,12 @@ class RunMetrics:
     learning_rate: float | None = None
     device: str | None = None
     dtype: str | None = None
+    # How the run used its devices (training.strategy, training.devices, the processes that trained) and the
+    # sequences per optimizer step over all of them: per-device batch x processes x gradient accumulation.
+    strategy: str | None = None
+    devices: int | None = None
+    processes: int | None = None
+    global_batch_size: int | None = None
     options: dict = field(default_factory=dict)
     lora: dict | None = None
     resumed_from_step: int | None = None
