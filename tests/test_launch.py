@@ -93,11 +93,11 @@ def test_sigterm_to_the_job_reaches_the_ranks_and_the_job_fails_with_rank_0_s_me
 
 
 def test_ranks_that_fail_without_a_word_are_reported_with_torchrun_s_exit_code(tmp_path):
-    sigterm_self_when(tmp_path / "ready")
     with pytest.raises(FtcompareError) as caught:
-        run_workers("r", fake_workers(tmp_path, "", 3), dict(os.environ), tmp_path / "errors")
+        run_workers("r", [sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ), tmp_path / "errors")
     assert str(caught.value) == (
-        "run r: the training processes stopped by SIGTERM before any reported why; see the log above this line"
+        "run r: the training processes failed (torchrun exit code 3) before any reported why; see the log above "
+        "this line"
     )
 
 
@@ -117,21 +117,22 @@ def test_the_job_s_sampler_follows_the_phases_rank_0_reports_whole_lines_only(tm
 def test_a_rank_dies_with_the_process_that_started_it(tmp_path):
     """torchrun starts each rank in a session of its own, out of reach of a kill of the job's group: the
     kernel kills them when their parent dies (ftcompare.launch.die_with_parent)."""
-    grandchild = tmp_path / "grandchild.pid"
-    script = f"""
-        import os, subprocess, sys, time
-        code = "from ftcompare.launch import die_with_parent; die_with_parent(); import time; time.sleep(60)"
-        child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-        open({str(grandchild)!r}, "w").write(str(child.pid))
-        time.sleep(60)
-    """
-    env = {**os.environ, "PYTHONPATH": str(SCRIPTS_DIR)}
-    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env)
+    ready = tmp_path / "rank.pid"
+    rank_code = (
+        "import os, time; from ftcompare.launch import die_with_parent; die_with_parent(); "
+        f"open({str(ready)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    parent_code = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {rank_code!r}], start_new_session=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env={**os.environ, "PYTHONPATH": str(SCRIPTS_DIR)})
     try:
-        while not grandchild.exists() or not grandchild.read_text():
+        deadline = time.monotonic() + 120
+        while not (ready.exists() and ready.read_text()):
+            assert time.monotonic() < deadline and parent.poll() is None
             time.sleep(0.02)
-        rank = psutil.Process(int(grandchild.read_text()))
-        time.sleep(1.0)  # long enough for it to have asked the kernel
+        rank = psutil.Process(int(ready.read_text()))
         assert rank.is_running()
         parent.kill()
         parent.wait()

@@ -15,7 +15,13 @@ import torch
 from conftest import REPO
 from ftcompare.checkpoints import is_complete
 from ftcompare.errors import FtcompareError
-from ftcompare.parallel import check_devices, check_strategy_applied, processes, trainer_arguments
+from ftcompare.parallel import (
+    check_devices,
+    check_strategy_applied,
+    model_placement,
+    processes,
+    trainer_arguments,
+)
 from ftcompare.speed_options import resolve_speed_options
 from ftcompare.trainer_builder import build_sft_config
 
@@ -78,6 +84,13 @@ def test_fsdp_and_device_map_are_refused_on_the_cpu_and_ddp_runs_there(gpus, str
 def test_ddp_and_fsdp_run_a_process_per_device_device_map_one_for_all():
     counts = [processes(training(strategy, 4)) for strategy in ("device_map", "ddp", "fsdp")]
     assert counts == [1, 4, 4] and processes(training()) == 1
+
+
+def test_device_map_spreads_the_model_over_the_first_devices_gpus_and_nothing_else(gpus, monkeypatch):
+    gpus(4)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (60e9 + index, 64e9))
+    assert model_placement(training("device_map", 2)) == {"device_map": "auto", "max_memory": {0: 60e9, 1: 60e9 + 1}}
+    assert model_placement(training("ddp", 2)) == {} and model_placement(training()) == {}
 
 
 def test_the_trainer_is_told_fsdp2_with_sharded_checkpoints_and_fsdp_s_own_activation_checkpointing(tmp_path):
