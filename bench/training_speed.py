@@ -117,6 +117,9 @@ def side_settings(default: dict, blog: dict, method: str, device: str) -> dict:
         "num_train_epochs": 1,
         "max_steps": -1,
         "report_to": [],
+        # The bench compares recipes in one process; blog.yaml's full run spreads over two GPUs.
+        "strategy": "single",
+        "devices": 1,
     }
     blog_training = {**theirs["training"], **shared}
     if blog_training["optim"].startswith("paged_") and not _paged_optimizer_available(device):

@@ -70,6 +70,11 @@ def train_params(wildcards):
     return canonical(run_settings(config, wildcards.run))
 
 
+def run_gpus(wildcards):
+    """GPUs a train job takes: its run's training.devices on a GPU machine, none on the CPU."""
+    return USES_GPU * run_settings(config, wildcards.run)["training"]["devices"]
+
+
 def run_method(wildcards):
     return "base" if wildcards.model == "base" else config["runs"][wildcards.model]["method"]
 

@@ -25,7 +25,7 @@ rule train:
         "../envs/train.yaml"
     threads: GPU_JOB_THREADS
     resources:
-        gpu=USES_GPU,
+        gpu=run_gpus,
         mem_mb=16000,
         runtime=720,
     params:

@@ -18,8 +18,10 @@ from ftcompare.atomic import atomic_path
 from ftcompare.checkpoints import mark_finished
 from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_version_and_build
 from ftcompare.embedded_model import CARD_NAME
+from ftcompare.launch import train_in_processes
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
-from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
+from ftcompare.parallel import check_devices, processes
+from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_of
 from ftcompare.training import RunPaths, train_run
 
 log = logging.getLogger("ftcompare.train")
@@ -31,6 +33,8 @@ def main(smk, job_devices):
     log.info("GPUs: %s; %d CPU threads", job_devices.assignment, smk.threads)
     set_cpu_threads(smk.threads)
     device = resolve_device(smk.params.device)
+    check_devices(settings["run"], settings["training"], device)
+    several_processes = processes(settings["training"]) > 1
     paths = RunPaths(
         train_data=Path(smk.input.train),
         eval_data=Path(smk.input.eval),
@@ -54,11 +58,18 @@ def main(smk, job_devices):
         job=f"train {settings['run']}",
         job_devices=job_devices.record(),
     ) as sampler:
-        metrics, rows = train_run(
-            settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler
-        )
+        args = (settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler)
+        if several_processes:
+            metrics, rows = train_in_processes(*args, threads=smk.threads)
+        else:
+            metrics, rows = train_run(*args)
     summary = sampler.summary
-    peak_mb, peak_source = peak_memory(summary)
+    figures = memory_figures(summary)
+    if several_processes:
+        # This process's torch counters saw none of the ranks' tensors; the ranks reported their own.
+        figures = {name: f for name, f in figures.items() if not name.startswith("torch_")}
+        figures.update({name: vars(figure) for name, figure in metrics.memory.items()})
+    peak_mb, peak_source = peak_of(figures, summary)
     metrics = dataclasses.replace(
         metrics,
         device_name=device_name(device),
@@ -66,7 +77,7 @@ def main(smk, job_devices):
         device_assignment=job_devices.assignment,
         peak_memory_mb=peak_mb,
         peak_memory_source=peak_source,
-        memory={name: MemoryFigure(**figure) for name, figure in memory_figures(summary).items()},
+        memory={name: MemoryFigure(**figure) for name, figure in figures.items()},
         energy_j=summary.get("energy_j"),
         energy_source=summary.get("energy_method") if summary.get("energy_j") is not None else None,
         telemetry_backend=summary.get("backend"),

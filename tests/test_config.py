@@ -109,6 +109,25 @@ BAD_CONFIGS = [
         {"base_model": {"embedded": {"pretrain_seq_length": 1024, "max_position_embeddings": 512}}},
         "base_model.embedded.pretrain_seq_length = 1024: must be <= max_position_embeddings (512)",
     ),
+    ({"training": {"strategy": "zero3"}}, "`training.strategy` = 'zero3': allowed values are single, device_map, ddp"),
+    ({"training": {"devices": 0}}, "`training.devices` = 0: must be >= 1"),
+    (
+        {"runs": {"x": {"method": "full", "training": {"devices": 2}}}},
+        "runs.x: training.devices = 2 needs a strategy that uses them: training.strategy: ddp, fsdp or device_map",
+    ),
+    (
+        {"runs": {"x": {"method": "full", "training": {"strategy": "ddp"}}}},
+        "runs.x: training.strategy: ddp spreads a run over devices; set training.devices >= 2",
+    ),
+    (
+        {"device": "cpu", "runs": {"x": {"method": "full", "training": {"strategy": "fsdp", "devices": 2}}}},
+        "runs.x: training.strategy: fsdp needs GPUs, and device is cpu; on a CPU use strategy: ddp (gloo processes) "
+        "or single",
+    ),
+    (
+        {"device": "cpu", "runs": {"x": {"method": "lora", "training": {"strategy": "device_map", "devices": 2}}}},
+        "runs.x: training.strategy: device_map needs GPUs, and device is cpu",
+    ),
 ]
 
 
@@ -196,3 +215,22 @@ def test_run_overrides_reach_only_their_run(default_config):
     assert run_settings(config, "lora-r64")["lora"] == {**config["lora"], "r": 64, "lora_alpha": 16}
     assert run_settings(config, "lora-r64")["training"]["learning_rate"] == 1e-4
     assert "lora" not in run_settings(config, "full")
+
+
+def test_a_run_may_train_over_several_devices_where_the_config_allows_it():
+    """ddp on a CPU is gloo processes; fsdp and device_map are refused only where the config says cpu (the
+    job refuses them on a machine without GPUs: test_parallel.py)."""
+    runs = {
+        "ddp": {"method": "full", "training": {"strategy": "ddp", "devices": 2}},
+        "sharded": {"method": "full", "training": {"strategy": "fsdp", "devices": 4}},
+        "spread": {"method": "lora", "training": {"strategy": "device_map", "devices": 2}},
+    }
+    config = validate_config({"device": "auto", "runs": runs}, search_dirs=[REPO])
+    assert run_settings(config, "sharded")["training"]["devices"] == 4
+    assert config["training"]["strategy"] == "single" and config["training"]["devices"] == 1
+    validate_config({"device": "cpu", "runs": {"ddp": runs["ddp"]}}, search_dirs=[REPO])
+
+
+def test_the_blog_s_full_run_spreads_over_two_devices_as_the_blog_did(blog_config):
+    assert {"strategy": "device_map", "devices": 2}.items() <= run_settings(blog_config, "full")["training"].items()
+    assert run_settings(blog_config, "lora")["training"]["strategy"] == "single"

@@ -454,3 +454,40 @@ def test_the_notes_say_which_runtimes_include_compilation():
         "seconds on a CPU, less when inductor's cache already holds the kernels); tokens/s leaves it out."
     ]
     assert not [note for note in headline_table([run("b", False)]).notes if "torch.compile" in note]
+
+
+def test_a_global_batch_other_than_the_blog_s_is_flagged_and_the_runs_table_says_how_it_was_made():
+    import pandas as pd
+
+    from ftcompare.metrics import RunMetrics
+    from ftcompare.report.headline import headline_table
+    from ftcompare.report.inputs import RunResult
+    from ftcompare.report.provenance import RunRecord
+    from ftcompare.report.telemetry import Telemetry
+
+    def run(name, strategy, processes, batch):
+        metrics = RunMetrics(run=name, method="full", strategy=strategy, processes=processes, global_batch_size=batch)
+        return RunResult(name=name, metrics=metrics, log_history=pd.DataFrame(), telemetry=Telemetry())
+
+    runs = [run("ddp4", "ddp", 4, 16), run("spread", "device_map", 1, 4), run("old", None, None, None)]
+    assert [note for note in headline_table(runs).notes if "Global batch" in note] == [
+        "Global batch differs from the blog's 4 (sequences per optimizer step: per-device batch x processes x "
+        "gradient accumulation): ddp4 16. Steps per epoch, and what a learning rate does, change with it; compare "
+        "those runs' losses with the blog's with care."
+    ]
+    assert not [note for note in headline_table(runs[1:]).notes if "Global batch" in note]
+
+    def record(**placement):
+        return RunRecord("r", "full", 1e-3, None, None, None, {}, None, {}, **placement)
+
+    assert record().global_batch == "—"
+    assert record(strategy="single", devices=1, processes=1, global_batch_size=4).global_batch == "4"
+    assert record(strategy="fsdp", devices=2, processes=2, global_batch_size=8).global_batch == "8 (fsdp, 2 processes)"
+    spread = record(strategy="device_map", devices=2, processes=1, global_batch_size=4)
+    assert spread.global_batch == "4 (device_map over 2 devices)"
+
+
+def test_the_runs_table_shows_the_global_batch(cpu):
+    _, dom = cpu
+    header = [th.text() for th in dom.find("table", id="run-settings").find("thead").find_all("th")]
+    assert "Global batch" in header

@@ -1,9 +1,11 @@
 """The trainer callbacks of a run: a step timer that survives a resume, and a clean stop on SIGTERM."""
 
+import math
 import signal
 import time
 
 import torch
+import torch.distributed as dist
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -62,7 +64,11 @@ def _elapsed_at_checkpoint(state, callback_name: str) -> float:
 
 class StopOnSigterm(TrainerCallback):
     """On SIGTERM (what SLURM sends before a kill) the trainer saves a checkpoint at the end of the current
-    step and stops; the caller then exits non-zero so the job is not taken as finished."""
+    step and stops; the caller then exits non-zero so the job is not taken as finished.
+
+    Under several processes the ranks agree at each step's end (one all-reduce of a flag): a rank that
+    stopped alone would leave the others waiting forever in their next collective.
+    """
 
     def __init__(self):
         self.received = False
@@ -77,6 +83,7 @@ class StopOnSigterm(TrainerCallback):
         self.received = True
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.received = received_by_any_rank(self.received, args)
         if self.received:
             control.should_save = True
             control.should_training_stop = True
@@ -89,6 +96,15 @@ class StopOnSigterm(TrainerCallback):
             # None: the previous handler was not set from Python; the default is the nearest equivalent.
             signal.signal(signal.SIGTERM, self._previous_handler or signal.SIG_DFL)
             self._installed = False
+
+
+def received_by_any_rank(flag: bool, args) -> bool:
+    """`flag` or'ed over every process of the run (the flag itself when only one process runs)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=args.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def steady_throughput(steps: list[tuple]) -> dict:
@@ -109,3 +125,15 @@ def steady_throughput(steps: list[tuple]) -> dict:
         "nonpad_tokens_per_s": (last[4] - first[4]) / seconds,
         "skipped_steps": skipped,
     }
+
+
+def steady_throughput_of_all_ranks(steps: list[tuple], device) -> dict:
+    """steady_throughput summed over the processes of a run, each of which counts only the batches it trained."""
+    rates = steady_throughput(steps)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rates
+    keys = ("samples_per_s", "tokens_per_s", "nonpad_tokens_per_s")
+    mine = [math.nan if rates[key] is None else rates[key] for key in keys]
+    values = torch.tensor(mine, dtype=torch.float64, device=device)
+    dist.all_reduce(values)
+    return {**rates, **{k: None if math.isnan(v) else v for k, v in zip(keys, values.tolist(), strict=True)}}

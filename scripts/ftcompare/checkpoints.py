@@ -22,7 +22,8 @@ FINISHED_FILE = "ftcompare_finished.json"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
 # What the Trainer writes last when it saves; a checkpoint without it was cut off mid-save.
 _COMPLETE_MARKERS = ("trainer_state.json",)
-_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+# FSDP's sharded weights: one folder per model, whose .metadata torch.distributed.checkpoint writes last.
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "pytorch_model_fsdp_*/.metadata")
 _CHANGES_NAMED = 6
 
 

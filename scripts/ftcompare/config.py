@@ -138,7 +138,26 @@ def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
                 f"runs.{run}: training.drop_padding_mask: true needs lm_head_loss: full_logits (TRL's "
                 f"chunked head reads the mask to count tokens); set one of them"
             )
+        problems += _strategy_problems(run, training, config["device"])
     return problems
+
+
+def _strategy_problems(run: str, training: dict, device: str) -> list[str]:
+    """What the config alone shows about a run's devices; the job checks what torch sees (ftcompare.parallel)."""
+    strategy, devices = training["strategy"], training["devices"]
+    if strategy == "single" and devices > 1:
+        return [
+            f"runs.{run}: training.devices = {devices} needs a strategy that uses them: training.strategy: "
+            f"ddp, fsdp or device_map (single trains on one device)"
+        ]
+    if strategy != "single" and devices < 2:
+        return [f"runs.{run}: training.strategy: {strategy} spreads a run over devices; set training.devices >= 2"]
+    if strategy in ("fsdp", "device_map") and device == "cpu":
+        return [
+            f"runs.{run}: training.strategy: {strategy} needs GPUs, and device is cpu; on a CPU use "
+            f"strategy: ddp (gloo processes) or single"
+        ]
+    return []
 
 
 def _describe(error: jsonschema.ValidationError, schema: dict) -> str:

@@ -66,6 +66,12 @@ class RunMetrics:
     devices: list[str] = field(default_factory=list)
     device_assignment: str | None = None
     dtype: str | None = None
+    # How the run used its devices (training.strategy; training.devices as device_count; the processes that
+    # trained) and the sequences per optimizer step over all of them: per-device batch x processes x accumulation.
+    strategy: str | None = None
+    device_count: int | None = None
+    processes: int | None = None
+    global_batch_size: int | None = None
     options: dict = field(default_factory=dict)
     lora: dict | None = None
     resumed_from_step: int | None = None

@@ -22,6 +22,7 @@ from ftcompare.callbacks import StepTimer
 from ftcompare.collators import TokenCountingCollator, install_collator
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.lm_head_loss import use_lm_head_loss
+from ftcompare.parallel import check_strategy_applied, model_placement, trainer_arguments
 from ftcompare.parameters import ParameterCount, count_parameters
 from ftcompare.speed_options import SpeedOptions, resolve_speed_options
 
@@ -62,7 +63,13 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
     speed = resolve_speed_options(spec.training, spec.device)
 
     tokenizer = AutoTokenizer.from_pretrained(str(spec.base_model), trust_remote_code=spec.trust_remote_code)
-    model = load_model(spec.base_model, spec.dtype, spec.training["attn_implementation"], spec.trust_remote_code)
+    model = load_model(
+        spec.base_model,
+        spec.dtype,
+        spec.training["attn_implementation"],
+        spec.trust_remote_code,
+        **model_placement(spec.training),
+    )
     model = add_adapter(model, spec.method, spec.lora)
     parameters = count_parameters(model)
 
@@ -75,6 +82,7 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
     trainer = SeededSFTTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer
     )
+    check_strategy_applied(spec.training, trainer)
 
     use_lm_head_loss(trainer, spec.training)
     tokens = install_collator(trainer, spec.training, speed.packed_layout)
@@ -83,12 +91,13 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
     return BuiltTrainer(trainer, tokenizer, speed, parameters, tokens, timer)
 
 
-def load_model(path, dtype: str, attn_implementation: str, trust_remote_code: bool):
+def load_model(path, dtype: str, attn_implementation: str, trust_remote_code: bool, **placement):
     return AutoModelForCausalLM.from_pretrained(
         str(path),
         dtype=dtype if dtype == "auto" else getattr(torch, dtype),
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
+        **placement,
     )
 
 
@@ -116,7 +125,8 @@ def build_sft_config(training: dict, seed: int, output_dir: Path, device: str, s
         eval_strategy="no",
         fp16=training["fp16"],
         bf16=speed.bf16,
-        activation_checkpointing=training["gradient_checkpointing"],
+        # Under FSDP, its own activation checkpointing instead (parallel.trainer_arguments).
+        activation_checkpointing=training["gradient_checkpointing"] and training["strategy"] != "fsdp",
         torch_compile=speed.torch_compile,
         torch_compile_backend="inductor" if speed.torch_compile else None,
         report_to=list(training["report_to"]),
@@ -131,4 +141,5 @@ def build_sft_config(training: dict, seed: int, output_dir: Path, device: str, s
         packing_strategy="bfd",  # whole sequences per bin, never cut; boundaries kept (collators.PackedRowsCollator)
         # Held-out loss is measured on unpacked batches in every run, so runs with and without packing compare.
         eval_packing=False,
+        **trainer_arguments(training),
     )

@@ -15,10 +15,11 @@ import torch
 from transformers.integrations import TensorBoardCallback
 
 from ftcompare.atomic import atomic_path, write_json
-from ftcompare.callbacks import StopOnSigterm, steady_throughput
+from ftcompare.callbacks import StopOnSigterm, steady_throughput_of_all_ranks
 from ftcompare.checkpoints import checkpoint_step, checkpoints_in, folder_bytes, is_complete, prepare_checkpoint_dir
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
+from ftcompare.parallel import full_state_dict
 from ftcompare.speed_options import training_options
 from ftcompare.trainer_builder import BuiltTrainer, TrainerSpec, build_trainer
 
@@ -40,9 +41,20 @@ class RunPaths:
 
 
 def train_run(
-    settings: dict, paths: RunPaths, device: str, dtype: str, trust_remote_code: bool, fingerprint: dict, sampler
+    settings: dict,
+    paths: RunPaths,
+    device: str,
+    dtype: str,
+    trust_remote_code: bool,
+    fingerprint: dict | None,
+    sampler,
+    resume_from: Path | None = None,
 ) -> tuple[RunMetrics, list[dict]]:
-    """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
+    """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out.
+
+    Under several processes every rank runs this and rank 0 alone writes files; the launcher has prepared
+    the checkpoint folder once for all of them (`fingerprint` None) and passes `resume_from`.
+    """
     run, method = settings["run"], settings["method"]
     sampler.set_phase("load")
     spec = TrainerSpec(
@@ -63,8 +75,10 @@ def train_run(
         datasets.Dataset.from_parquet(str(paths.eval_data)),
     )
     _log_setup(run, method, built)
-    resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
-    if resume_from is not None:
+    if fingerprint is not None:
+        resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
+    writer = built.trainer.is_world_process_zero()
+    if resume_from is not None and writer:
         purge_tensorboard_after(built.trainer, spec.tensorboard_dir, checkpoint_step(resume_from))
 
     with _out_of_memory_explained(run, method, device):
@@ -75,7 +89,8 @@ def train_run(
 
     sampler.set_phase("save")
     _save_model(built, paths.model_out)
-    _save_tensorboard(built.trainer, spec.tensorboard_dir, paths.tensorboard)
+    if writer:
+        _save_tensorboard(built.trainer, spec.tensorboard_dir, paths.tensorboard)
     rows = loss_rows(built.trainer.state.log_history)
     if not rows:
         raise FtcompareError(
@@ -151,7 +166,8 @@ def _run_metrics(
     eval_after: float,
 ) -> RunMetrics:
     losses = [row["loss"] for row in rows]
-    steady = steady_throughput(built.timer.steps)
+    args = built.trainer.args
+    steady = steady_throughput_of_all_ranks(built.timer.steps, args.device)
     trained = session.output.metrics
     return RunMetrics(
         run=run,
@@ -173,6 +189,10 @@ def _run_metrics(
         learning_rate=spec.training["learning_rate"],
         device="cuda:0" if spec.device == "cuda" else "cpu",
         dtype=spec.dtype,
+        strategy=spec.training["strategy"],
+        device_count=spec.training["devices"],
+        processes=args.world_size,
+        global_batch_size=args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
         options=training_options(spec.training, built.speed),
         lora=spec.lora,
         resumed_from_step=checkpoint_step(session.resumed_from) if session.resumed_from else None,
@@ -195,8 +215,12 @@ def _log_setup(run: str, method: str, built: BuiltTrainer) -> None:
 
 
 def _save_model(built: BuiltTrainer, model_out: Path) -> None:
+    # Under FSDP each rank holds a shard of the weights: gathering them takes every rank.
+    state_dict = full_state_dict(built.trainer.model) if built.trainer.is_fsdp_enabled else None
+    if not built.trainer.is_world_process_zero():
+        return
     with atomic_path(model_out, is_dir=True) as tmp:
-        built.trainer.model.save_pretrained(str(tmp))
+        built.trainer.model.save_pretrained(str(tmp), state_dict=state_dict)
         built.tokenizer.save_pretrained(str(tmp))
 
 
@@ -258,8 +282,17 @@ def _eval_loss_before_training(trainer, checkpoint_dir: Path, resume_from) -> fl
     if resume_from is not None and stored.is_file():
         return json.loads(stored.read_text())["eval_loss"]
     loss = trainer.evaluate()["eval_loss"]
-    write_json(stored, {"eval_loss": loss})
+    _let_training_wrap_the_model(trainer)
+    if trainer.is_world_process_zero():
+        write_json(stored, {"eval_loss": loss})
     return loss
+
+
+def _let_training_wrap_the_model(trainer) -> None:
+    """evaluate() marks the model as prepared by accelerate (1.15), which then leaves it out of
+    DistributedDataParallel when training starts: each process would train alone, its gradients never averaged."""
+    if trainer.args.world_size > 1 and not trainer.is_fsdp_enabled:
+        trainer.model._is_accelerate_prepared = False
 
 
 @contextlib.contextmanager

@@ -8,6 +8,9 @@ from ftcompare.report.numbers import format_number, ratio
 from ftcompare.report.table import Cell, Column, Table
 
 BASE_MODEL = "base"
+# The blog's sequences per optimizer step: per-device batch 4, one process (the model spread over two GCDs), no
+# gradient accumulation.
+BLOG_GLOBAL_BATCH = 4
 METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tune"}
 
 
@@ -177,6 +180,18 @@ def _notes(runs: list[RunResult], full: RunResult | None, base_loss: float | Non
             f"Run{'s' if len(compiled) > 1 else ''} {', '.join(compiled)} trained under torch.compile: "
             f"runtime includes the compilation during the first steps (tens of seconds on a CPU, "
             f"less when inductor's cache already holds the kernels); tokens/s leaves it out."
+        )
+    other_batch = {
+        run.name: run.metrics.global_batch_size
+        for run in runs
+        if run.metrics.global_batch_size not in (None, BLOG_GLOBAL_BATCH)
+    }
+    if other_batch:
+        listed = ", ".join(f"{name} {batch}" for name, batch in other_batch.items())
+        notes.append(
+            f"Global batch differs from the blog's {BLOG_GLOBAL_BATCH} (sequences per optimizer step: per-device "
+            f"batch x processes x gradient accumulation): {listed}. Steps per epoch, and what a learning rate "
+            f"does, change with it; compare those runs' losses with the blog's with care."
         )
     notes.append(
         "Peak memory, allocator: torch.cuda.max_memory_allocated since the start of training. "

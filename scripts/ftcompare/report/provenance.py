@@ -79,6 +79,21 @@ class RunRecord:
     options: dict
     torch_build: str | None
     versions: dict[str, str]
+    strategy: str | None = None
+    devices: int | None = None
+    processes: int | None = None
+    global_batch_size: int | None = None
+
+    @property
+    def global_batch(self) -> str:
+        """The global batch and how the devices made it: "8 (ddp, 2 processes)"; "—" where not recorded."""
+        if self.global_batch_size is None:
+            return "—"
+        if self.strategy == "device_map":
+            return f"{self.global_batch_size} (device_map over {self.devices} devices)"
+        if self.strategy in ("ddp", "fsdp"):
+            return f"{self.global_batch_size} ({self.strategy}, {self.processes} processes)"
+        return str(self.global_batch_size)
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,10 @@ def collect_provenance(
                 run.metrics.options,
                 run.metrics.torch_build,
                 run.metrics.versions,
+                strategy=run.metrics.strategy,
+                devices=run.metrics.device_count,
+                processes=run.metrics.processes,
+                global_batch_size=run.metrics.global_batch_size,
             )
             for run in inputs.runs
         ],

@@ -6,9 +6,9 @@ with TelemetrySampler(csv_path, json_path, backend="auto", interval_s=0.5, job="
 mb, source = peak_memory(sampler.summary)
 """
 
-from ftcompare.telemetry.memory import memory_figures, peak_memory
+from ftcompare.telemetry.memory import memory_figures, peak_memory, peak_of
 from ftcompare.telemetry.sampler import TelemetrySampler
 from ftcompare.telemetry.schema import CSV_COLUMNS
 from ftcompare.telemetry.selection import CHOICES as BACKENDS
 
-__all__ = ["BACKENDS", "CSV_COLUMNS", "TelemetrySampler", "memory_figures", "peak_memory"]
+__all__ = ["BACKENDS", "CSV_COLUMNS", "TelemetrySampler", "memory_figures", "peak_memory", "peak_of"]

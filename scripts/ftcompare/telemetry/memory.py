@@ -56,7 +56,11 @@ def memory_figures(summary: dict) -> dict:
 
 def peak_memory(summary: dict):
     """(MiB, source text) of the one figure metrics.json reports as peak_memory_mb; (None, why) if none."""
-    figures = memory_figures(summary)
+    return peak_of(memory_figures(summary), summary)
+
+
+def peak_of(figures: dict, summary: dict):
+    """peak_memory over `figures` (memory_figures(summary), perhaps amended)."""
     for name in PEAK_MEMORY_ORDER:
         if name in figures:
             return figures[name]["value"], figures[name]["source"]
