@@ -17,6 +17,7 @@ from helpers.tiny_run import make_tiny_run, run_paths, settings_for
 
 from ftcompare.callbacks import StepTimer
 from ftcompare.checkpoints import is_complete
+from ftcompare.config import run_settings
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
 from ftcompare.speed_options import resolve_torch_compile
@@ -113,6 +114,36 @@ def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_r
     assert unmasked.eval_loss == pytest.approx(masked.eval_loss, rel=1e-5)
     # The token counts still tell padding apart.
     assert unmasked.train_nonpad_tokens_per_s < unmasked.train_tokens_per_s
+
+
+@pytest.mark.slow
+def test_the_blog_training_section_runs_as_written_with_the_paged_optimizer(tiny_run, tmp_path, monkeypatch, blog_config):
+    """config/blog.yaml's `training:` untouched (fp32, paged_adamw_32bit, one epoch of batch 4) on the tiny model."""
+    import bitsandbytes as bnb
+
+    built = []
+    create_optimizer = SeededSFTTrainer.create_optimizer
+
+    def recording(self, *args, **kwargs):
+        built.append(create_optimizer(self, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(SeededSFTTrainer, "create_optimizer", recording)
+    settings = run_settings(blog_config, "lora")
+    assert settings["training"]["optim"] == "paged_adamw_32bit"
+    paths = run_paths(tiny_run, tmp_path)
+    metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.train_steps == 5 and metrics.options["optim"] == "paged_adamw_32bit"  # 20 rows, batches of 4
+    # transformers builds paged_adamw_32bit as bitsandbytes' AdamW(optim_bits=32, is_paged=True), which is
+    # what bnb.optim.PagedAdamW32bit passes too; on the CPU it steps unpaged.
+    [optimizer] = built
+    assert type(optimizer) is bnb.optim.AdamW and optimizer.is_paged and optimizer.args.optim_bits == 32
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len(trained) == 4  # lora_A and lora_B on q_proj and v_proj of the one layer
+    for parameter in trained:
+        state = optimizer.state[parameter]
+        assert state["step"] == 5 and state["state1"].dtype == state["state2"].dtype == torch.float32
+    assert rows and paths.model_out.is_dir()
 
 
 def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
