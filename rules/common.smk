@@ -45,6 +45,13 @@ def run_method(wildcards):
     return "base" if wildcards.model == "base" else config["runs"][wildcards.model]["method"]
 
 
+def run_quantization(wildcards):
+    """A qlora run's quantization: its generation dequantizes the same 4-bit base it trained on."""
+    if run_method(wildcards) != "qlora":
+        return {}
+    return canonical(run_settings(config, wildcards.model)["quantization"])
+
+
 def generate_inputs(wildcards):
     inputs = {"base_model": rules.base_model.output.model, "prompts": PROMPTS}
     if wildcards.model != "base":

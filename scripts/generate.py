@@ -36,6 +36,7 @@ def main(smk):
             smk.params.dtype,
             smk.params.trust_remote_code,
             device,
+            smk.params.quantization or None,
         )
         sampler.set_phase("generate")
         records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)

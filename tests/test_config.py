@@ -10,12 +10,13 @@ from ftcompare.config import ConfigError, config_hash, load_schema, run_settings
 
 
 def test_default_and_blog_configs_validate(default_config, blog_config):
-    assert list(default_config["runs"]) == ["lora", "full"]
+    assert list(default_config["runs"]) == ["lora", "qlora", "full"]
     assert default_config["telemetry"] == {"backend": "auto", "interval_s": 0.5}
     assert blog_config["base_model"]["name"] == "NousResearch/Llama-2-7b-chat-hf"
     assert blog_config["data"]["name"] == "mlabonne/guanaco-llama2-1k"
     assert run_settings(blog_config, "lora")["training"]["learning_rate"] == 4e-5
     assert run_settings(blog_config, "full")["training"]["learning_rate"] == 4e-7
+    assert run_settings(blog_config, "qlora")["training"]["learning_rate"] == 4e-5  # the blog's LoRA rate
 
 
 def test_empty_config_takes_every_default():
@@ -32,7 +33,12 @@ def test_empty_config_takes_every_default():
         "use_dora": False,
         "use_rslora": False,
     }
-    assert set(config["runs"]) == {"lora", "full"}
+    assert config["quantization"] == {
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }
+    assert set(config["runs"]) == {"lora", "qlora", "full"}
 
 
 def test_run_overrides_stay_sparse_so_global_changes_reach_them():
@@ -74,8 +80,17 @@ BAD_CONFIGS = [
     ({"lora": {"lora_dropout": -0.1}}, "`lora.lora_dropout` = -0.1: must be >= 0"),
     ({"lora": {"bias": "some"}}, "`lora.bias` = 'some': allowed values are none, all, lora_only"),
     ({"lora": {"target_modules": []}}, "`lora.target_modules` = []: must be null"),
-    ({"runs": {"x": {"method": "qlora4"}}}, "`runs.x.method` = 'qlora4': allowed values are lora, full"),
-    ({"runs": {"x": {}}}, "`runs.x`: missing key `method` (lora or full)"),
+    ({"runs": {"x": {"method": "qlora4"}}}, "`runs.x.method` = 'qlora4': allowed values are lora, qlora, full"),
+    ({"runs": {"x": {}}}, "`runs.x`: missing key `method` (lora, qlora or full)"),
+    (
+        {"quantization": {"bnb_4bit_quant_type": "int4"}},
+        "`quantization.bnb_4bit_quant_type` = 'int4': allowed values are nf4, fp4",
+    ),
+    (
+        {"runs": {"q": {"method": "qlora", "quantization": {"bnb_4bit_compute_dtype": "float8"}}}},
+        "`runs.q.quantization.bnb_4bit_compute_dtype` = 'float8': allowed values are auto, bfloat16, float16, float32",
+    ),
+    ({"quantization": {"load_in_8bit": True}}, "unknown key `quantization.load_in_8bit`"),
     ({"runs": {"../escape": {"method": "lora"}}}, "run name '../escape' is not allowed"),
     ({"runs": {"a b": {"method": "lora"}}}, "run name 'a b' is not allowed"),
     ({"runs": {"base": {"method": "full"}}}, "run name 'base' is not allowed"),
@@ -164,8 +179,9 @@ def test_prompts_file_lists_the_blog_prompt_first():
 
 
 def test_blog_config_sets_every_training_key_so_nothing_leaks_from_the_default():
-    schema_keys = set(load_schema()["$defs"]["training"]["properties"])
-    assert set(load_yaml("blog.yaml")["training"]) == schema_keys
+    for section in ("training", "quantization"):
+        schema_keys = set(load_schema()["$defs"][section]["properties"])
+        assert set(load_yaml("blog.yaml")[section]) == schema_keys, section
 
 
 def test_run_overrides_reach_only_their_run(default_config):
@@ -187,3 +203,26 @@ def test_run_overrides_reach_only_their_run(default_config):
     assert run_settings(config, "lora-r64")["lora"] == {**config["lora"], "r": 64, "lora_alpha": 16}
     assert run_settings(config, "lora-r64")["training"]["learning_rate"] == 1e-4
     assert "lora" not in run_settings(config, "full")
+
+
+def test_a_qlora_run_trains_the_lora_section_on_the_quantized_base_and_only_it_reads_quantization():
+    config = validate_config(
+        {
+            "lora": {"r": 4},
+            "quantization": {"bnb_4bit_use_double_quant": False},
+            "runs": {
+                "lora": {"method": "lora"},
+                "q": {"method": "qlora", "quantization": {"bnb_4bit_quant_type": "fp4"}},
+                "full": {"method": "full"},
+            },
+        },
+        search_dirs=[REPO],
+    )
+    q = run_settings(config, "q")
+    assert q["lora"] == run_settings(config, "lora")["lora"] and q["lora"]["r"] == 4
+    assert q["quantization"] == {
+        "bnb_4bit_quant_type": "fp4",
+        "bnb_4bit_use_double_quant": False,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }
+    assert "quantization" not in run_settings(config, "lora") and "quantization" not in run_settings(config, "full")

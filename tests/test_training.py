@@ -1,5 +1,6 @@
 """Whole training runs of a tiny model through train_run (ftcompare.training): torch.compile and the
-dropped padding mask learn what the plain run learns, a missing compiler is refused before training,
+dropped padding mask learn what the plain run learns, blog.yaml's training section runs with its paged
+optimizer, a QLoRA run learns and resumes, a missing compiler is refused before training,
 SIGTERM saves a checkpoint and fails, a resumed run's TensorBoard log has every step once, a run
 without TensorBoard still makes its output folder, and out-of-memory names the run, the peak and what
 to try."""
@@ -117,7 +118,9 @@ def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_r
 
 
 @pytest.mark.slow
-def test_the_blog_training_section_runs_as_written_with_the_paged_optimizer(tiny_run, tmp_path, monkeypatch, blog_config):
+def test_the_blog_training_section_runs_as_written_with_the_paged_optimizer(
+    tiny_run, tmp_path, monkeypatch, blog_config
+):
     """config/blog.yaml's `training:` untouched (fp32, paged_adamw_32bit, one epoch of batch 4) on the tiny model."""
     import bitsandbytes as bnb
 
@@ -144,6 +147,35 @@ def test_the_blog_training_section_runs_as_written_with_the_paged_optimizer(tiny
         state = optimizer.state[parameter]
         assert state["step"] == 5 and state["state1"].dtype == state["state2"].dtype == torch.float32
     assert rows and paths.model_out.is_dir()
+
+
+@pytest.mark.slow
+def test_a_qlora_run_learns_on_the_4_bit_base_and_resumes_where_it_left_off(tiny_run, tmp_path):
+    """QLoRA end to end through train_run; killed after step 4 before its checkpoint, it resumes from
+    step 2 and ends with the uninterrupted run's losses and adapter (kept in fp32 through the resume)."""
+    from safetensors import safe_open
+
+    settings = settings_for("qlora", learning_rate=1e-2, max_steps=4, save_steps=2)
+    paths = run_paths(tiny_run, tmp_path)
+    metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.method == "qlora" and metrics.trainable_params == 512  # r 8 on q_proj, v_proj of 16 x 16
+    assert metrics.quantization == {
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+        "bnb_4bit_compute_dtype_setting": "bfloat16",
+    }
+    assert metrics.eval_loss < metrics.eval_loss_before_training
+    adapter = paths.model_out / "adapter_model.safetensors"
+    with safe_open(str(adapter), "pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float32}
+    uninterrupted = adapter.read_bytes()
+
+    shutil.rmtree(paths.checkpoints / "checkpoint-4")
+    resumed, resumed_rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert resumed.resumed_from_step == 2
+    assert [row["loss"] for row in resumed_rows] == [row["loss"] for row in rows]
+    assert resumed.eval_loss == metrics.eval_loss and adapter.read_bytes() == uninterrupted
 
 
 def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
@@ -205,7 +237,9 @@ def test_a_run_that_logs_to_no_tensorboard_still_makes_its_tensorboard_output(ti
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,advice", [("lora", "a smaller lora.r"), ("full", "the lora method")])
+@pytest.mark.parametrize(
+    "method,advice", [("lora", "a smaller lora.r or the qlora method"), ("full", "the lora or qlora method")]
+)
 def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path, monkeypatch, method, advice):
     mib = 2**20
 

@@ -55,10 +55,11 @@ def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None
 
 
 def run_settings(config: dict, run: str) -> dict:
-    """The settings one run trains with: method, seed, training (and lora for LoRA runs).
+    """The settings one run trains with: method, seed, training (lora for LoRA and QLoRA runs, and
+    quantization for QLoRA runs).
 
-    The global `training` and `lora` sections, overridden key by key by the run's own. These are
-    the train rule's params, so a change reruns only the runs it reaches.
+    The global `training`, `lora` and `quantization` sections, overridden key by key by the run's
+    own. These are the train rule's params, so a change reruns only the runs it reaches.
     """
     spec = config["runs"][run]
     settings = {
@@ -67,8 +68,10 @@ def run_settings(config: dict, run: str) -> dict:
         "seed": config["seed"],
         "training": {**config["training"], **spec.get("training", {})},
     }
-    if spec["method"] == "lora":
+    if spec["method"] in ("lora", "qlora"):
         settings["lora"] = {**config["lora"], **spec.get("lora", {})}
+    if spec["method"] == "qlora":
+        settings["quantization"] = {**config["quantization"], **spec.get("quantization", {})}
     return settings
 
 
@@ -159,7 +162,7 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         return f"run name {value!r} is not allowed: use {RUN_NAME_RULE}"
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        hint = " (lora or full)" if missing == "method" else ""
+        hint = " (lora, qlora or full)" if missing == "method" else ""
         return f"{where}: missing key `{missing}`{hint}"
     if kind == "enum":
         return f"{where} = {value!r}: allowed values are {_short_list([str(v) for v in error.validator_value])}"

@@ -65,6 +65,7 @@ class RunMetrics:
     dtype: str | None = None
     options: dict = field(default_factory=dict)
     lora: dict | None = None
+    quantization: dict | None = None
     resumed_from_step: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
