@@ -7,8 +7,15 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
 
+# Jobs run in Snakemake's own environment unless it deploys theirs (--sdm conda: envs/*.yaml pin the
+# packages); only then does a package missing here stop a job.
+_deployment = workflow.deployment_settings
+_JOBS_RUN_HERE = not (_deployment and _deployment.deployment_method)
+
 try:
-    _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
+    _validated = validate_config(
+        config, search_dirs=[Path.cwd(), Path(workflow.basedir)], check_packages=_JOBS_RUN_HERE
+    )
 except ConfigError as error:
     sys.stderr.write(f"ftcompare: {error}\nSee config/config.schema.yaml for every key and what it allows.\n")
     sys.exit(1)

@@ -226,3 +226,68 @@ def test_a_qlora_run_trains_the_lora_section_on_the_quantized_base_and_only_it_r
         "bnb_4bit_compute_dtype": "bfloat16",
     }
     assert "quantization" not in run_settings(config, "lora") and "quantization" not in run_settings(config, "full")
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """Make importlib.util.find_spec answer None for the given modules, as if they were not installed."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def hide(*modules):
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name in modules else find_spec(name, *a)
+        )
+
+    return hide
+
+
+def test_a_method_or_optimizer_whose_package_is_missing_is_refused(without):
+    without("bitsandbytes")
+    config = {
+        "training": {"optim": "adamw_torch"},
+        "runs": {
+            "lora": {"method": "lora", "training": {"optim": "paged_adamw_32bit"}},
+            "q": {"method": "qlora"},
+            "full": {"method": "full"},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_config(config, search_dirs=[REPO])
+    assert caught.value.problems == [
+        "runs.lora: training.optim = paged_adamw_32bit needs the bitsandbytes package (pip install bitsandbytes)",
+        "runs.q: method qlora needs the bitsandbytes package (pip install bitsandbytes)",
+    ]
+    # Where Snakemake deploys the jobs' own environments (--sdm conda), this one is not theirs.
+    validate_config(config, search_dirs=[REPO], check_packages=False)
+
+
+def test_other_optimizers_name_their_own_package(without):
+    without("schedulefree", "galore_torch")
+    with pytest.raises(ConfigError) as caught:
+        validate_config(
+            {
+                "runs": {
+                    "a": {"method": "full", "training": {"optim": "schedule_free_adamw"}},
+                    "b": {"method": "lora", "training": {"optim": "galore_adamw_8bit"}},
+                }
+            },
+            search_dirs=[REPO],
+        )
+    assert caught.value.problems == [
+        "runs.a: training.optim = schedule_free_adamw needs the schedulefree package (pip install schedulefree)",
+        "runs.b: training.optim = galore_adamw_8bit needs the galore_torch package (pip install galore-torch)",
+    ]
+
+
+def test_the_optimizer_packages_follow_transformers():
+    """Every optimizer transformers builds with bitsandbytes is checked for it, and every name checked is one
+    the schema allows."""
+    from transformers import trainer_optimizer
+
+    from ftcompare.needed_packages import BITSANDBYTES, OPTIMIZER_PACKAGES
+
+    bnb = {name.value for name in trainer_optimizer._BITSANDBYTES_OPTIMIZERS}
+    assert {name for name, package in OPTIMIZER_PACKAGES.items() if package == BITSANDBYTES} == bnb
+    assert set(OPTIMIZER_PACKAGES) <= set(load_schema()["$defs"]["training"]["properties"]["optim"]["enum"])

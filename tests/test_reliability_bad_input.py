@@ -95,6 +95,11 @@ BAD_CONFIGS = [
         ["`runs.small`: missing key `method` (lora, qlora or full)"],
     ),
     (
+        "an optimizer whose package is not installed",
+        {"runs": {"lora": {"method": "lora", "training": {"optim": "schedule_free_adamw"}}}},
+        ["runs.lora: training.optim = schedule_free_adamw needs the schedulefree package (pip install schedulefree)"],
+    ),
+    (
         "unknown telemetry backend",
         {"telemetry": {"backend": "rocm-smi"}},
         ["`telemetry.backend` = 'rocm-smi': allowed values are auto, amdsmi, nvml, torch, cpu, none"],

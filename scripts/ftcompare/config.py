@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from ftcompare.errors import FtcompareError
+from ftcompare.needed_packages import missing_for_run
 from ftcompare.prompts import PromptsError, load_prompts
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
@@ -30,11 +31,13 @@ def load_schema(path=SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
-def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None) -> dict:
+def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None, check_packages=True) -> dict:
     """Return a validated copy of `config` with defaults filled in, or raise ConfigError.
 
     Relative paths in the config (the prompts file) are looked up in `search_dirs`, in order; the
     prompts file is read and checked here too, so that a bad one stops the workflow before any job.
+    With `check_packages`, a run whose method or optimizer needs a package this environment lacks is
+    refused too (the jobs run in this environment).
     """
     schema = schema or load_schema()
     if not isinstance(config, dict):
@@ -48,7 +51,7 @@ def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None
         raise ConfigError(_unique(problems))
     filled = copy.deepcopy(config)
     _fill_defaults(filled, schema, schema, path=())
-    problems = _check_semantics(filled, [Path(d) for d in search_dirs])
+    problems = _check_semantics(filled, [Path(d) for d in search_dirs], check_packages)
     if problems:
         raise ConfigError(problems)
     return filled
@@ -102,7 +105,7 @@ def resolve_path(path, search_dirs) -> Path:
     return next((c for c in candidates if c.exists()), candidates[0])
 
 
-def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
+def _check_semantics(config: dict, search_dirs: list[Path], check_packages: bool = True) -> list[str]:
     problems = []
     prompts = config["generation"]["prompts"]
     prompts_path = resolve_path(prompts, search_dirs)
@@ -134,6 +137,8 @@ def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
         )
     for run in config["runs"]:
         training = run_settings(config, run)["training"]
+        if check_packages:
+            problems += missing_for_run(run, config["runs"][run]["method"], training["optim"])
         if training["fp16"] and training["bf16"]:
             problems.append(f"runs.{run}: training.fp16 and training.bf16 are both true; choose one")
         if training["drop_padding_mask"] and training["lm_head_loss"] != "full_logits":
