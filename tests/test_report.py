@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -334,6 +335,43 @@ def test_a_report_without_a_full_fine_tune(tmp_path):
     assert list(rows) == ["base", "lora"]
     assert shown(rows["lora"]["time_vs_full"]) == "—"  # no full fine-tune to compare with
     assert "No run is a full fine-tune" in dom.find("section", id="glance").text()
+
+
+def test_a_qlora_run_is_named_qlora_and_costed_against_the_full_fine_tune(tmp_path):
+    """An adapter run like LoRA's: the report names its method QLoRA wherever it names methods."""
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES / "embedded_cpu", root)
+    # Run lora-r64's results, as a qlora run's.
+    shutil.copytree(root / "runs" / "lora-r64", root / "runs" / "qlora")
+    metrics = json.loads((root / "runs" / "qlora" / "metrics.json").read_text())
+    metrics.update(run="qlora", method="qlora", quantization={"bnb_4bit_quant_type": "nf4"})
+    (root / "runs" / "qlora" / "metrics.json").write_text(json.dumps(metrics))
+    records = [{**json.loads(line), "model": "qlora"} for line in (root / "generations" / "lora-r64.jsonl").open()]
+    (root / "generations" / "qlora.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    runs = ["lora", "qlora", "full"]
+    config = cpu_config()
+    config["runs"] = {"lora": config["runs"]["lora"], "qlora": {"method": "qlora"}, "full": config["runs"]["full"]}
+    paths = replace(
+        fixture_paths("embedded_cpu", runs),
+        metrics=[root / "runs" / run / "metrics.json" for run in runs],
+        log_history=[root / "runs" / run / "log_history.csv" for run in runs],
+        train_telemetry=[root / "runs" / run / "telemetry.json" for run in runs],
+        generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
+    )
+    inputs = load_report_inputs(
+        paths, runs, config, config_hash(config), config["report"]["reference"], config["report"]["title"]
+    )
+    build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
+    dom = parse_html(tmp_path / "report.html")
+    headline = table_rows(dom, "headline")
+    assert [headline[run]["method"].text().strip() for run in runs] == ["LoRA", "QLoRA", "full fine-tune"]
+    assert shown(headline["qlora"]["time_vs_full"]) != "—"
+    settings = {
+        tr.find("th").text(): tr.find("td").text() for tr in dom.find("table", id="run-settings").find_all("tr")[1:]
+    }
+    assert settings["qlora"] == "QLoRA"
+    assert "Against full, qlora took" in dom.find("section", id="glance").text()
 
 
 @pytest.mark.slow

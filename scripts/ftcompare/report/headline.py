@@ -8,7 +8,7 @@ from ftcompare.report.numbers import format_number, ratio
 from ftcompare.report.table import Cell, Column, Table
 
 BASE_MODEL = "base"
-METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tune"}
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tune"}
 
 
 def headline_columns(full_name: str | None) -> list[Column]:
