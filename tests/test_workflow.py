@@ -122,9 +122,12 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert all(metrics[lora]["trainable_params"] < metrics[full]["trainable_params"] for lora in lora_runs)
         # The base and the adapter: a 4-bit base counts its parameters, not its packed bytes.
         assert all(metrics[lora]["total_params"] > metrics[full]["total_params"] for lora in lora_runs)
-    # The same base model and held-out set before any training: one loss for every run.
-    first = metrics[runs[0]]["eval_loss_before_training"]
-    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first) for run in runs)
+    # The same base model and held-out set before any training: one loss for every run that trains the
+    # base as it is; a QLoRA run's is the 4-bit base's, close to it.
+    as_is = [run for run in runs if config["runs"][run]["method"] != "qlora"]
+    first = metrics[as_is[0]]["eval_loss_before_training"]
+    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first) for run in as_is)
+    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first, rel=0.05) for run in runs)
 
     prompts = yaml.safe_load((REPO / "config" / "prompts.yaml").read_text())["prompts"]
     for model in ["base", *runs]:
