@@ -52,7 +52,10 @@ BAD_CONFIGS = [
     (
         "unknown top-level key",
         {"learning_rate": 1e-4},
-        ["unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, report"],
+        [
+            "unknown key `learning_rate`; allowed here: base_model, data, device, generation, lora, quantization, "
+            "report, results_dir, runs, seed, telemetry, training, trust_remote_code\n"
+        ],
     ),
     (
         "unknown nested key",

@@ -207,7 +207,8 @@ def _resolve(node: dict, schema: dict) -> dict:
     return node
 
 
-def _short_list(items: list[str], limit: int = 12) -> str:
+def _short_list(items: list[str], limit: int = 16) -> str:
+    """`items` joined, or the first 8 of a longer list (the optimizers); the config's own keys fit whole."""
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:8]) + f", ... ({len(items)} in all: see config/config.schema.yaml)"
