@@ -1,8 +1,8 @@
 """Training throughput: the blog's recipe against the workflow's default path, same model, data and samples.
 
 The blog's recipe is config/blog.yaml's `training:` section (fp32, group_by_length, no packing, batch
-4, paged AdamW where bitsandbytes and a GPU are there, plain AdamW otherwise); the workflow's default
-path is config/config.yaml's. Both sides take the learning rate and max_seq_length of the embedded
+4, bitsandbytes' paged AdamW, which runs unpaged on the CPU); the workflow's default path is
+config/config.yaml's. Both sides take the learning rate and max_seq_length of the embedded
 default, train from the same weights on the same first N rows of the training split for one pass,
 under TRL's SFTTrainer as the train rule runs it, and save no checkpoints. Two more sides, the default
 with `torch_compile: true` and the default with `packing: true`, show what those options (off by
@@ -105,7 +105,7 @@ def load_configs() -> tuple[dict, dict]:
     return load("config.yaml"), load("blog.yaml")
 
 
-def side_settings(default: dict, blog: dict, method: str, device: str) -> dict:
+def side_settings(default: dict, blog: dict, method: str) -> dict:
     """{side: (training section, lora section)} for one method, with the bench's shared overrides."""
     ours = run_settings(default, method)
     theirs = run_settings(blog, method)
@@ -122,8 +122,6 @@ def side_settings(default: dict, blog: dict, method: str, device: str) -> dict:
         "devices": 1,
     }
     blog_training = {**theirs["training"], **shared}
-    if blog_training["optim"].startswith("paged_") and not _paged_optimizer_available(device):
-        blog_training["optim"] = "adamw_torch"
     ours_training = {**ours["training"], **shared}
     lora = ours.get("lora")
     return {
@@ -132,16 +130,6 @@ def side_settings(default: dict, blog: dict, method: str, device: str) -> dict:
         "ours + compile": ({**ours_training, "torch_compile": True}, lora),
         "ours + packing": ({**ours_training, "packing": True}, lora),
     }
-
-
-def _paged_optimizer_available(device: str) -> bool:
-    if device != "cuda":
-        return False
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def peak_memory_mb(device: str) -> tuple[float, str]:
@@ -541,7 +529,7 @@ def main(argv=None) -> dict:
         try:
             for model_name, (model_dir, samples) in models.items():
                 for method in methods:
-                    sides = side_settings(default, blog, method, device)
+                    sides = side_settings(default, blog, method)
                     if args.only_default:
                         for side in OPTIONAL_SIDES:
                             sides.pop(side)

@@ -10,8 +10,15 @@ from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, 
 from ftcompare.job_devices import threads_for_job
 from ftcompare.node_gpus import node_gpus
 
+# Jobs run in Snakemake's own environment unless it deploys theirs (--sdm conda: envs/*.yaml pin the
+# packages); only then does a package missing here stop a job.
+_deployment = workflow.deployment_settings
+_JOBS_RUN_HERE = not (_deployment and _deployment.deployment_method)
+
 try:
-    _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
+    _validated = validate_config(
+        config, search_dirs=[Path.cwd(), Path(workflow.basedir)], check_packages=_JOBS_RUN_HERE
+    )
 except ConfigError as error:
     sys.stderr.write(f"ftcompare: {error}\nSee config/config.schema.yaml for every key and what it allows.\n")
     sys.exit(1)
@@ -77,6 +84,13 @@ def run_gpus(wildcards):
 
 def run_method(wildcards):
     return "base" if wildcards.model == "base" else config["runs"][wildcards.model]["method"]
+
+
+def run_quantization(wildcards):
+    """A qlora run's quantization: its generation dequantizes the same 4-bit base it trained on."""
+    if run_method(wildcards) != "qlora":
+        return {}
+    return canonical(run_settings(config, wildcards.model)["quantization"])
 
 
 def generate_inputs(wildcards):

@@ -24,6 +24,7 @@ rule generate:
     params:
         generation=generation_params(),
         method=run_method,
+        quantization=run_quantization,
         dtype=GENERATION_DTYPE,
         seed=config["seed"],
         device=config["device"],

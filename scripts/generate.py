@@ -42,6 +42,7 @@ def main(smk, job_devices):
             smk.params.dtype,
             smk.params.trust_remote_code,
             device,
+            smk.params.quantization or None,
         )
         log.info("%s: generating in %s", model_name, str(model.dtype).removeprefix("torch."))
         sampler.set_phase("generate")

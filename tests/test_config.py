@@ -10,7 +10,7 @@ from ftcompare.config import ConfigError, config_hash, load_schema, run_settings
 
 
 def test_default_and_blog_configs_validate(default_config, blog_config):
-    assert list(default_config["runs"]) == ["lora", "full"]
+    assert list(default_config["runs"]) == ["lora", "qlora", "full"]
     assert default_config["telemetry"] == {"backend": "auto", "interval_s": 0.5}
     assert blog_config["base_model"]["name"] == "NousResearch/Llama-2-7b-chat-hf"
     assert blog_config["data"]["name"] == "mlabonne/guanaco-llama2-1k"
@@ -25,6 +25,7 @@ def test_default_and_blog_configs_validate(default_config, blog_config):
     assert blog_config["generation"]["dtype"] == "float16" and default_config["generation"]["dtype"] is None
     assert run_settings(blog_config, "lora")["training"]["learning_rate"] == 4e-5
     assert run_settings(blog_config, "full")["training"]["learning_rate"] == 4e-7
+    assert run_settings(blog_config, "qlora")["training"]["learning_rate"] == 4e-5  # the blog's LoRA rate
 
 
 def test_empty_config_takes_every_default():
@@ -41,7 +42,12 @@ def test_empty_config_takes_every_default():
         "use_dora": False,
         "use_rslora": False,
     }
-    assert set(config["runs"]) == {"lora", "full"}
+    assert config["quantization"] == {
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }
+    assert set(config["runs"]) == {"lora", "qlora", "full"}
 
 
 def test_run_overrides_stay_sparse_so_global_changes_reach_them():
@@ -83,8 +89,17 @@ BAD_CONFIGS = [
     ({"lora": {"lora_dropout": -0.1}}, "`lora.lora_dropout` = -0.1: must be >= 0"),
     ({"lora": {"bias": "some"}}, "`lora.bias` = 'some': allowed values are none, all, lora_only"),
     ({"lora": {"target_modules": []}}, "`lora.target_modules` = []: must be null"),
-    ({"runs": {"x": {"method": "qlora4"}}}, "`runs.x.method` = 'qlora4': allowed values are lora, full"),
-    ({"runs": {"x": {}}}, "`runs.x`: missing key `method` (lora or full)"),
+    ({"runs": {"x": {"method": "qlora4"}}}, "`runs.x.method` = 'qlora4': allowed values are lora, qlora, full"),
+    ({"runs": {"x": {}}}, "`runs.x`: missing key `method` (lora, qlora or full)"),
+    (
+        {"quantization": {"bnb_4bit_quant_type": "int4"}},
+        "`quantization.bnb_4bit_quant_type` = 'int4': allowed values are nf4, fp4",
+    ),
+    (
+        {"runs": {"q": {"method": "qlora", "quantization": {"bnb_4bit_compute_dtype": "float8"}}}},
+        "`runs.q.quantization.bnb_4bit_compute_dtype` = 'float8': allowed values are auto, bfloat16, float16, float32",
+    ),
+    ({"quantization": {"load_in_8bit": True}}, "unknown key `quantization.load_in_8bit`"),
     ({"runs": {"../escape": {"method": "lora"}}}, "run name '../escape' is not allowed"),
     ({"runs": {"a b": {"method": "lora"}}}, "run name 'a b' is not allowed"),
     ({"runs": {"base": {"method": "full"}}}, "run name 'base' is not allowed"),
@@ -192,8 +207,9 @@ def test_prompts_file_lists_the_blog_prompt_first():
 
 
 def test_blog_config_sets_every_training_key_so_nothing_leaks_from_the_default():
-    schema_keys = set(load_schema()["$defs"]["training"]["properties"])
-    assert set(load_yaml("blog.yaml")["training"]) == schema_keys
+    for section in ("training", "quantization"):
+        schema_keys = set(load_schema()["$defs"][section]["properties"])
+        assert set(load_yaml("blog.yaml")[section]) == schema_keys, section
 
 
 def test_run_overrides_reach_only_their_run(default_config):
@@ -234,3 +250,91 @@ def test_a_run_may_train_over_several_devices_where_the_config_allows_it():
 def test_the_blog_s_full_run_spreads_over_two_devices_as_the_blog_did(blog_config):
     assert {"strategy": "device_map", "devices": 2}.items() <= run_settings(blog_config, "full")["training"].items()
     assert run_settings(blog_config, "lora")["training"]["strategy"] == "single"
+
+
+def test_a_qlora_run_trains_the_lora_section_on_the_quantized_base_and_only_it_reads_quantization():
+    config = validate_config(
+        {
+            "lora": {"r": 4},
+            "quantization": {"bnb_4bit_use_double_quant": False},
+            "runs": {
+                "lora": {"method": "lora"},
+                "q": {"method": "qlora", "quantization": {"bnb_4bit_quant_type": "fp4"}},
+                "full": {"method": "full"},
+            },
+        },
+        search_dirs=[REPO],
+    )
+    q = run_settings(config, "q")
+    assert q["lora"] == run_settings(config, "lora")["lora"] and q["lora"]["r"] == 4
+    assert q["quantization"] == {
+        "bnb_4bit_quant_type": "fp4",
+        "bnb_4bit_use_double_quant": False,
+        "bnb_4bit_compute_dtype": "bfloat16",
+    }
+    assert "quantization" not in run_settings(config, "lora") and "quantization" not in run_settings(config, "full")
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """Make importlib.util.find_spec answer None for the given modules, as if they were not installed."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def hide(*modules):
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name in modules else find_spec(name, *a)
+        )
+
+    return hide
+
+
+def test_a_method_or_optimizer_whose_package_is_missing_is_refused(without):
+    without("bitsandbytes")
+    config = {
+        "training": {"optim": "adamw_torch"},
+        "runs": {
+            "lora": {"method": "lora", "training": {"optim": "paged_adamw_32bit"}},
+            "q": {"method": "qlora"},
+            "full": {"method": "full"},
+        },
+    }
+    with pytest.raises(ConfigError) as caught:
+        validate_config(config, search_dirs=[REPO])
+    assert caught.value.problems == [
+        "runs.lora: training.optim = paged_adamw_32bit needs the bitsandbytes package (pip install bitsandbytes)",
+        "runs.q: method qlora needs the bitsandbytes package (pip install bitsandbytes)",
+    ]
+    # Where Snakemake deploys the jobs' own environments (--sdm conda), this one is not theirs.
+    validate_config(config, search_dirs=[REPO], check_packages=False)
+
+
+def test_other_optimizers_name_their_own_package(without):
+    without("schedulefree", "galore_torch")
+    with pytest.raises(ConfigError) as caught:
+        validate_config(
+            {
+                "runs": {
+                    "a": {"method": "full", "training": {"optim": "schedule_free_adamw"}},
+                    "b": {"method": "lora", "training": {"optim": "galore_adamw_8bit"}},
+                }
+            },
+            search_dirs=[REPO],
+        )
+    assert caught.value.problems == [
+        "runs.a: training.optim = schedule_free_adamw needs the schedulefree package (pip install schedulefree)",
+        "runs.b: training.optim = galore_adamw_8bit needs the galore_torch package (pip install galore-torch)",
+    ]
+
+
+def test_the_optimizer_packages_follow_transformers():
+    """Every optimizer transformers builds with bitsandbytes is checked for it, and every name checked is one
+    the schema allows."""
+    from transformers import trainer_optimizer
+
+    from ftcompare.needed_packages import BITSANDBYTES, OPTIMIZER_PACKAGES
+
+    bnb = {name.value for name in trainer_optimizer._BITSANDBYTES_OPTIMIZERS}
+    assert {name for name, package in OPTIMIZER_PACKAGES.items() if package == BITSANDBYTES} == bnb
+    assert set(OPTIMIZER_PACKAGES) <= set(load_schema()["$defs"]["training"]["properties"]["optim"]["enum"])

@@ -38,6 +38,7 @@ def test_full_and_lora_flops_per_token_at_512():
     assert full == 6 * 6_607_343_616 + attention == pytest.approx(40.45e9, rel=1e-3)
     lora = training_flops_per_token(shape, 512, "lora")
     assert lora == 4 * 6_607_343_616 + 6 * 4_194_304 + attention
+    assert training_flops_per_token(shape, 512, "qlora") == lora  # the same frozen base, in 4-bit
 
 
 def test_attention_grows_with_each_sequence_not_with_the_row():
@@ -46,7 +47,7 @@ def test_attention_grows_with_each_sequence_not_with_the_row():
     assert packed == 6 * 1000 * 8 + 12 * 2 * 8 * (9 + 25)
     assert packed < training_flops(shape, [8], "full")
     with pytest.raises(ValueError, match="method must be"):
-        training_flops(shape, [8], "qlora")
+        training_flops(shape, [8], "dora")
 
 
 def test_mfu_is_achieved_over_peak():

@@ -1,10 +1,20 @@
-"""Generation (ftcompare.generation): prompt format, batched greedy decoding with left padding, and the seed
-in sampling."""
+"""Generation (ftcompare.generation): prompt format, batched greedy decoding with left padding, the seed
+in sampling, and a QLoRA adapter merged into the dequantized base it trained on."""
 
 import pytest
+import torch
 from helpers.tiny_llama import tiny_llama, word_tokenizer
+from helpers.tiny_run import settings_for
 
-from ftcompare.generation import _until_eos, build_generation_config, format_prompt, generate_outputs
+from ftcompare.adapters import add_adapter
+from ftcompare.generation import (
+    _until_eos,
+    build_generation_config,
+    format_prompt,
+    generate_outputs,
+    load_generation_model,
+)
+from ftcompare.trainer_builder import load_model
 
 SETTINGS = {
     "max_new_tokens": 6,
@@ -65,3 +75,36 @@ def test_sampling_follows_the_seed():
 
     assert outputs(7) == outputs(7)
     assert outputs(7) != outputs(8)
+
+
+def test_a_qlora_adapter_is_merged_into_the_dequantized_base_it_trained_on(tmp_path):
+    """The merged model computes what the 4-bit model with its adapter computed in training (fp32 compute
+    here, so exactly up to rounding); the adapter on the original weights would not."""
+    import bitsandbytes as bnb
+    from peft.tuners.lora import LoraLayer
+
+    base, run = tmp_path / "base", tmp_path / "run"
+    tiny_llama().save_pretrained(base)
+    word_tokenizer().save_pretrained(base)
+    settings = settings_for("qlora")
+    quantization = {**settings["quantization"], "bnb_4bit_compute_dtype": "float32"}
+    trained = add_adapter(load_model(base, "float32", "sdpa", False, quantization, "cpu"), "qlora", settings["lora"])
+    with torch.no_grad():
+        for name, parameter in trained.named_parameters():
+            if "lora_B" in name:  # as if trained: PEFT starts B at zero
+                parameter.normal_(std=0.5)
+    trained.save_pretrained(run)
+    word_tokenizer().save_pretrained(run)
+    trained.eval()
+
+    model, tokenizer = load_generation_model(base, run, "qlora", True, "float32", False, "cpu", quantization)
+    assert not any(isinstance(module, (bnb.nn.Linear4bit, LoraLayer)) for module in model.modules())
+    assert not getattr(model, "is_quantized", False) and model.dtype == torch.float32
+    batch = tokenizer(["w1 w2 w3 w4 w5"], return_tensors="pt")
+    with torch.no_grad():
+        expected = trained(**batch).logits
+        torch.testing.assert_close(model(**batch).logits, expected, atol=1e-5, rtol=1e-4)
+        on_original, _ = load_generation_model(base, run, "lora", True, "float32", False, "cpu")
+        assert (on_original(**batch).logits - expected).abs().max() > 1e-3
+    [record] = generate_outputs(model, tokenizer, ["w1 w2"], SETTINGS, seed=0, model_name="qlora")
+    assert record["model"] == "qlora" and 1 <= record["new_tokens"] <= SETTINGS["max_new_tokens"]

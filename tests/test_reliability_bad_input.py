@@ -52,7 +52,10 @@ BAD_CONFIGS = [
     (
         "unknown top-level key",
         {"learning_rate": 1e-4},
-        ["unknown key `learning_rate`; allowed here: base_model, checkpoints, data, device, generation, lora, report"],
+        [
+            "unknown key `learning_rate`; allowed here: base_model, checkpoints, data, device, generation, lora, "
+            "quantization, report, results_dir, runs, seed, telemetry, training, trust_remote_code\n"
+        ],
     ),
     (
         "unknown nested key",
@@ -86,13 +89,18 @@ BAD_CONFIGS = [
     ),
     (
         "unknown method",
-        {"runs": {"qlora": {"method": "qlora"}}},
-        ["`runs.qlora.method` = 'qlora': allowed values are lora, full"],
+        {"runs": {"ia3": {"method": "ia3"}}},
+        ["`runs.ia3.method` = 'ia3': allowed values are lora, qlora, full"],
     ),
     (
         "run without a method",
         {"runs": {"small": {"lora": {"r": 4}}}},
-        ["`runs.small`: missing key `method` (lora or full)"],
+        ["`runs.small`: missing key `method` (lora, qlora or full)"],
+    ),
+    (
+        "an optimizer whose package is not installed",
+        {"runs": {"lora": {"method": "lora", "training": {"optim": "schedule_free_adamw"}}}},
+        ["runs.lora: training.optim = schedule_free_adamw needs the schedulefree package (pip install schedulefree)"],
     ),
     (
         "unknown telemetry backend",
@@ -234,8 +242,9 @@ def test_a_bad_config_stops_the_workflow_before_any_job(outcomes, case):
     assert "ftcompare: invalid config (" in result.stderr
     for text in expected:
         assert text in result.stderr
-    # One line per problem; an unknown key's line lists the keys allowed beside it.
-    assert 1 <= len(problems) <= 2 and all(len(line) < 600 for line in problems)
+    # One line per problem (a problem of every run's: one per run of the three); an unknown key's line
+    # lists the keys allowed beside it.
+    assert 1 <= len(problems) <= 3 and all(len(line) < 600 for line in problems)
     assert "See config/config.schema.yaml" in result.stderr
     assert "Traceback" not in result.stderr and FAKE_TOKEN not in result.stderr
     assert "Building DAG of jobs" not in result.stdout + result.stderr

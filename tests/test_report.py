@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from ftcompare.report.build import build_report
 from ftcompare.report.figure_style import save_figure
 from ftcompare.report.figures import report_figures
 from ftcompare.report.inputs import load_report_inputs
+from ftcompare.report.numbers import format_number
 from ftcompare.report.verdict import run_verdict
 
 
@@ -334,6 +336,52 @@ def test_a_report_without_a_full_fine_tune(tmp_path):
     assert list(rows) == ["base", "lora"]
     assert shown(rows["lora"]["time_vs_full"]) == "—"  # no full fine-tune to compare with
     assert "No run is a full fine-tune" in dom.find("section", id="glance").text()
+
+
+def test_a_qlora_run_is_named_qlora_and_costed_against_the_full_fine_tune(tmp_path):
+    """An adapter run like LoRA's: the report names its method QLoRA wherever it names methods."""
+    root = tmp_path / "results"
+    shutil.copytree(FIXTURES / "embedded_cpu", root)
+    # Run lora-r64's results, as a qlora run's.
+    shutil.copytree(root / "runs" / "lora-r64", root / "runs" / "qlora")
+    metrics = json.loads((root / "runs" / "qlora" / "metrics.json").read_text())
+    before = metrics["eval_loss_before_training"] + 0.01  # the base in 4-bit
+    metrics.update(run="qlora", method="qlora", quantization={"bnb_4bit_quant_type": "nf4"})
+    metrics.update(eval_loss_before_training=before, eval_loss=before - 0.5, final_train_loss=before - 0.5)
+    (root / "runs" / "qlora" / "metrics.json").write_text(json.dumps(metrics))
+    records = [{**json.loads(line), "model": "qlora"} for line in (root / "generations" / "lora-r64.jsonl").open()]
+    (root / "generations" / "qlora.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    runs = ["lora", "qlora", "full"]
+    config = cpu_config()
+    config["runs"] = {"lora": config["runs"]["lora"], "qlora": {"method": "qlora"}, "full": config["runs"]["full"]}
+    paths = replace(
+        fixture_paths("embedded_cpu", runs),
+        metrics=[root / "runs" / run / "metrics.json" for run in runs],
+        log_history=[root / "runs" / run / "log_history.csv" for run in runs],
+        train_telemetry=[root / "runs" / run / "telemetry.json" for run in runs],
+        generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
+    )
+    inputs = load_report_inputs(
+        paths, runs, config, config_hash(config), config["report"]["reference"], config["report"]["title"]
+    )
+    build_report(inputs, tmp_path / "report.html", tmp_path / "figures", tmp_path / "tables")
+    dom = parse_html(tmp_path / "report.html")
+    headline = table_rows(dom, "headline")
+    assert [headline[run]["method"].text().strip() for run in runs] == ["LoRA", "QLoRA", "full fine-tune"]
+    lora = json.loads((root / "runs" / "lora" / "metrics.json").read_text())
+    # The base row is the base as it is (lora's measure), not in 4-bit; the note says why qlora's differs.
+    assert shown(headline["base"]["eval_loss"]) == format_number(lora["eval_loss_before_training"], 3)
+    notes = dom.find("div", cls="table-block", data_table="headline").find("ul", cls="notes").text()
+    assert f"(shown: lora's; also qlora {format_number(before, 4)}), because qlora measured the base in 4-bit" in notes
+    assert shown(headline["qlora"]["time_vs_full"]) != "—"
+    settings = {
+        tr.find("th").text(): tr.find("td").text() for tr in dom.find("table", id="run-settings").find_all("tr")[1:]
+    }
+    assert settings["qlora"] == "QLoRA"
+    glance = dom.find("section", id="glance").text()
+    assert "Against full, qlora took" in glance
+    assert "below the 4-bit base model's eval loss before training" in glance
 
 
 @pytest.mark.slow

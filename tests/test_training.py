@@ -1,5 +1,6 @@
 """Whole training runs of a tiny model through train_run (ftcompare.training): torch.compile and the
-dropped padding mask learn what the plain run learns, a missing compiler is refused before training,
+dropped padding mask learn what the plain run learns, blog.yaml's training section runs with its paged
+optimizer, a QLoRA run learns and resumes, a missing compiler is refused before training,
 SIGTERM saves a checkpoint and fails, a resumed run's TensorBoard log has every step once, a run
 without TensorBoard still makes its output folder, and out-of-memory names the run, the peak and what
 to try."""
@@ -18,6 +19,7 @@ from helpers.tiny_run import make_tiny_run, run_paths, settings_for
 
 from ftcompare.callbacks import StepTimer
 from ftcompare.checkpoints import is_complete
+from ftcompare.config import run_settings
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.errors import FtcompareError
 from ftcompare.speed_options import resolve_torch_compile
@@ -116,6 +118,67 @@ def test_a_run_without_the_padding_mask_learns_what_the_masked_run_learns(tiny_r
     assert unmasked.train_nonpad_tokens_per_s < unmasked.train_tokens_per_s
 
 
+@pytest.mark.slow
+def test_the_blog_training_section_runs_as_written_with_the_paged_optimizer(
+    tiny_run, tmp_path, monkeypatch, blog_config
+):
+    """config/blog.yaml's `training:` untouched (fp32, paged_adamw_32bit, one epoch of batch 4) on the tiny model."""
+    import bitsandbytes as bnb
+
+    built = []
+    create_optimizer = SeededSFTTrainer.create_optimizer
+
+    def recording(self, *args, **kwargs):
+        built.append(create_optimizer(self, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(SeededSFTTrainer, "create_optimizer", recording)
+    settings = run_settings(blog_config, "lora")
+    assert settings["training"]["optim"] == "paged_adamw_32bit"
+    paths = run_paths(tiny_run, tmp_path)
+    metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.train_steps == 5 and metrics.options["optim"] == "paged_adamw_32bit"  # 20 rows, batches of 4
+    # transformers builds paged_adamw_32bit as bitsandbytes' AdamW(optim_bits=32, is_paged=True), which is
+    # what bnb.optim.PagedAdamW32bit passes too; on the CPU it steps unpaged.
+    [optimizer] = built
+    assert type(optimizer) is bnb.optim.AdamW and optimizer.is_paged and optimizer.args.optim_bits == 32
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    assert len(trained) == 4  # lora_A and lora_B on q_proj and v_proj of the one layer
+    for parameter in trained:
+        state = optimizer.state[parameter]
+        assert state["step"] == 5 and state["state1"].dtype == state["state2"].dtype == torch.float32
+    assert rows and paths.model_out.is_dir()
+
+
+@pytest.mark.slow
+def test_a_qlora_run_learns_on_the_4_bit_base_and_resumes_where_it_left_off(tiny_run, tmp_path):
+    """QLoRA end to end through train_run; killed after step 4 before its checkpoint, it resumes from
+    step 2 and ends with the uninterrupted run's losses and adapter (kept in fp32 through the resume)."""
+    from safetensors import safe_open
+
+    settings = settings_for("qlora", learning_rate=1e-2, max_steps=4, save_steps=2)
+    paths = run_paths(tiny_run, tmp_path)
+    metrics, rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.method == "qlora" and metrics.trainable_params == 512  # r 8 on q_proj, v_proj of 16 x 16
+    assert metrics.quantization == {
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True,
+        "bnb_4bit_compute_dtype": "bfloat16",
+        "bnb_4bit_compute_dtype_setting": "bfloat16",
+    }
+    assert metrics.eval_loss < metrics.eval_loss_before_training
+    adapter = paths.model_out / "adapter_model.safetensors"
+    with safe_open(str(adapter), "pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float32}
+    uninterrupted = adapter.read_bytes()
+
+    shutil.rmtree(paths.checkpoints / "checkpoint-4")
+    resumed, resumed_rows = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert resumed.resumed_from_step == 2
+    assert [row["loss"] for row in resumed_rows] == [row["loss"] for row in rows]
+    assert resumed.eval_loss == metrics.eval_loss and adapter.read_bytes() == uninterrupted
+
+
 def test_compiling_without_a_compiler_is_refused_before_training(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-c++")
     paths = run_paths(tiny_run, tmp_path)
@@ -208,7 +271,9 @@ def test_a_run_that_logs_to_no_tensorboard_still_makes_its_tensorboard_output(ti
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,advice", [("lora", "a smaller lora.r"), ("full", "the lora method")])
+@pytest.mark.parametrize(
+    "method,advice", [("lora", "a smaller lora.r or the qlora method"), ("full", "the lora or qlora method")]
+)
 def test_out_of_memory_names_the_run_the_peak_and_what_to_try(tiny_run, tmp_path, monkeypatch, method, advice):
     mib = 2**20
 

@@ -15,6 +15,7 @@ from helpers.strict_json import loads_strict, strict_json_problems
 from helpers.workflow import SCENARIOS, copy_workflow, planned_jobs, read_jsonl, snakemake
 
 from conftest import REPO
+from ftcompare.adapters import ADAPTER_METHODS
 from ftcompare.checkpoints import FINISHED_FILE
 from ftcompare.config import run_settings, validate_config
 
@@ -35,7 +36,7 @@ def logged_steps(max_steps: int, logging_steps: int) -> list[int]:
 
 
 def lora_trainable_params(settings: dict, embedded: dict) -> int:
-    """LoRA's (and DoRA's) trainable parameters on the embedded Llama, PEFT's default targets q_proj and
+    """LoRA's (and DoRA's and QLoRA's) trainable parameters on the embedded Llama, PEFT's default targets q_proj and
     v_proj: r x (in + out) per adapted matrix, plus DoRA's magnitude vector of `out`."""
     assert settings["lora"]["target_modules"] is None
     hidden = embedded["hidden_size"]
@@ -61,6 +62,8 @@ def test_there_are_at_least_two_scenarios_and_one_packs_with_a_third_run():
     assert {"config_default.yaml", "config_packing.yaml"} <= {path.name for path in SCENARIO_FILES}
     packing = yaml.safe_load((SCENARIOS / "config_packing.yaml").read_text(encoding="utf-8"))
     assert packing["training"]["packing"] is True and len(packing["runs"]) >= 3
+    default = yaml.safe_load((SCENARIOS / "config_default.yaml").read_text(encoding="utf-8"))
+    assert {run["method"] for run in default["runs"].values()} == {"lora", "qlora", "full"}  # the three arms
 
 
 def test_every_output_exists_and_holds_sane_values(study):
@@ -103,20 +106,29 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert telemetry and {"train", "load"} <= {r["phase"] for r in telemetry}
         assert all(float(r["rss_mb"]) > 0 for r in telemetry)
         assert json.loads((run_dir / "telemetry.json").read_text())["sample_count"] >= 1
-        weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+        weights = "adapter_model.safetensors" if method in ADAPTER_METHODS else "model.safetensors"
         assert (run_dir / "model" / weights).is_file()
-        if method == "lora":
+        if method in ADAPTER_METHODS:
             assert m["trainable_params"] == lora_trainable_params(settings, config["base_model"]["embedded"]), run
+        if method == "qlora":
+            assert m["quantization"]["bnb_4bit_quant_type"] == settings["quantization"]["bnb_4bit_quant_type"]
+        else:
+            assert m["quantization"] is None
 
-    lora_runs = [run for run in runs if config["runs"][run]["method"] == "lora"]
+    lora_runs = [run for run in runs if config["runs"][run]["method"] in ADAPTER_METHODS]
     full_runs = [run for run in runs if config["runs"][run]["method"] == "full"]
     assert lora_runs and full_runs
     for full in full_runs:
         assert metrics[full]["trainable_params"] == metrics[full]["total_params"]
         assert all(metrics[lora]["trainable_params"] < metrics[full]["trainable_params"] for lora in lora_runs)
-    # The same base model and held-out set before any training: one loss for every run.
-    first = metrics[runs[0]]["eval_loss_before_training"]
-    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first) for run in runs)
+        # The base and the adapter: a 4-bit base counts its parameters, not its packed bytes.
+        assert all(metrics[lora]["total_params"] > metrics[full]["total_params"] for lora in lora_runs)
+    # The same base model and held-out set before any training: one loss for every run that trains the
+    # base as it is; a QLoRA run's is the 4-bit base's, close to it.
+    as_is = [run for run in runs if config["runs"][run]["method"] != "qlora"]
+    first = metrics[as_is[0]]["eval_loss_before_training"]
+    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first) for run in as_is)
+    assert all(metrics[run]["eval_loss_before_training"] == pytest.approx(first, rel=0.05) for run in runs)
 
     prompts = yaml.safe_load((REPO / "config" / "prompts.yaml").read_text())["prompts"]
     for model in ["base", *runs]:
@@ -239,7 +251,7 @@ def test_lint_is_clean():
 def test_blog_dag_builds_offline(tmp_path):
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", "config/blog.yaml")
-    assert jobs == {"base_model": 1, "prepare_data": 1, "train": 2, "generate": 3, "report": 1, "all": 1}
+    assert jobs == {"base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 

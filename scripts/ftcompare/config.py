@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from ftcompare.errors import FtcompareError
+from ftcompare.needed_packages import missing_for_run
 from ftcompare.prompts import PromptsError, load_prompts
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
@@ -30,11 +31,13 @@ def load_schema(path=SCHEMA_PATH) -> dict:
     return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
-def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None) -> dict:
+def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None, check_packages=True) -> dict:
     """Return a validated copy of `config` with defaults filled in, or raise ConfigError.
 
     Relative paths in the config (the prompts file) are looked up in `search_dirs`, in order; the
     prompts file is read and checked here too, so that a bad one stops the workflow before any job.
+    With `check_packages`, a run whose method or optimizer needs a package this environment lacks is
+    refused too (the jobs run in this environment).
     """
     schema = schema or load_schema()
     if not isinstance(config, dict):
@@ -48,17 +51,18 @@ def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None
         raise ConfigError(_unique(problems))
     filled = copy.deepcopy(config)
     _fill_defaults(filled, schema, schema, path=())
-    problems = _check_semantics(filled, [Path(d) for d in search_dirs])
+    problems = _check_semantics(filled, [Path(d) for d in search_dirs], check_packages)
     if problems:
         raise ConfigError(problems)
     return filled
 
 
 def run_settings(config: dict, run: str) -> dict:
-    """The settings one run trains with: method, seed, training (and lora for LoRA runs).
+    """The settings one run trains with: method, seed, training (lora for LoRA and QLoRA runs, and
+    quantization for QLoRA runs).
 
-    The global `training` and `lora` sections, overridden key by key by the run's own. These are
-    the train rule's params, so a change reruns only the runs it reaches.
+    The global `training`, `lora` and `quantization` sections, overridden key by key by the run's
+    own. These are the train rule's params, so a change reruns only the runs it reaches.
     """
     spec = config["runs"][run]
     settings = {
@@ -67,8 +71,10 @@ def run_settings(config: dict, run: str) -> dict:
         "seed": config["seed"],
         "training": {**config["training"], **spec.get("training", {})},
     }
-    if spec["method"] == "lora":
+    if spec["method"] in ("lora", "qlora"):
         settings["lora"] = {**config["lora"], **spec.get("lora", {})}
+    if spec["method"] == "qlora":
+        settings["quantization"] = {**config["quantization"], **spec.get("quantization", {})}
     return settings
 
 
@@ -99,7 +105,7 @@ def resolve_path(path, search_dirs) -> Path:
     return next((c for c in candidates if c.exists()), candidates[0])
 
 
-def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
+def _check_semantics(config: dict, search_dirs: list[Path], check_packages: bool = True) -> list[str]:
     problems = []
     prompts = config["generation"]["prompts"]
     prompts_path = resolve_path(prompts, search_dirs)
@@ -131,6 +137,8 @@ def _check_semantics(config: dict, search_dirs: list[Path]) -> list[str]:
         )
     for run in config["runs"]:
         training = run_settings(config, run)["training"]
+        if check_packages:
+            problems += missing_for_run(run, config["runs"][run]["method"], training["optim"])
         if training["fp16"] and training["bf16"]:
             problems.append(f"runs.{run}: training.fp16 and training.bf16 are both true; choose one")
         if training["drop_padding_mask"] and training["lm_head_loss"] != "full_logits":
@@ -178,7 +186,7 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         return f"run name {value!r} is not allowed: use {RUN_NAME_RULE}"
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
-        hint = " (lora or full)" if missing == "method" else ""
+        hint = " (lora, qlora or full)" if missing == "method" else ""
         return f"{where}: missing key `{missing}`{hint}"
     if kind == "enum":
         return f"{where} = {value!r}: allowed values are {_short_list([str(v) for v in error.validator_value])}"
@@ -219,6 +227,7 @@ def _resolve(node: dict, schema: dict) -> dict:
 
 
 def _short_list(items: list[str], limit: int = 20) -> str:
+    """`items` joined, or the first 8 of a longer list (the optimizers); the config's own keys fit whole."""
     if len(items) <= limit:
         return ", ".join(items)
     return ", ".join(items[:8]) + f", ... ({len(items)} in all: see config/config.schema.yaml)"

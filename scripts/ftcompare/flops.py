@@ -2,7 +2,8 @@
 
 Per token, the weight matmuls cost 2 FLOPs per weight forward, 2 more for the input gradients and 2
 more for the weight gradients: 6·N for full fine-tuning. LoRA freezes the base weights, so they skip
-the weight gradients: 4·N for the base plus 6 per adapter parameter. Attention (QKᵀ and AV, which
+the weight gradients: 4·N for the base plus 6 per adapter parameter; QLoRA the same (dequantizing its
+4-bit weights is not counted). Attention (QKᵀ and AV, which
 hold no weights) costs 4·d·s per token and layer forward for a sequence of s tokens and three times
 that with its backward, in either method, since the gradients flow through it to the earlier layers:
 12·layers·d·s (as in PaLM, Chowdhery et al. 2022, appendix B; the causal mask's skipped half is
@@ -11,6 +12,8 @@ which is a lookup (an untied LM head is a matmul and counts).
 """
 
 from dataclasses import dataclass
+
+from ftcompare.parameters import count_parameters
 
 # Dense bf16 tensor-core peak (without sparsity) of an NVIDIA H200 SXM, from NVIDIA's data sheet.
 H200_PEAK_BF16_FLOPS = 989e12
@@ -31,7 +34,7 @@ def shape_of(model) -> ModelShape:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     embedding = base.get_input_embeddings().weight
     adapter = sum(p.numel() for name, p in model.named_parameters() if "lora_" in name)
-    total = sum(p.numel() for p in base.parameters())
+    total = count_parameters(model).total  # a 4-bit weight's numel() is half its parameters
     config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
     return ModelShape(
         matmul_params=total - adapter - embedding.numel(),
@@ -46,8 +49,8 @@ def training_flops(shape: ModelShape, sequence_lengths, method: str) -> float:
 
     Padding is not counted: a padded position does no useful work.
     """
-    if method not in ("full", "lora"):
-        raise ValueError(f"method must be 'full' or 'lora', not {method!r}")
+    if method not in ("full", "lora", "qlora"):
+        raise ValueError(f"method must be 'full', 'lora' or 'qlora', not {method!r}")
     lengths = [int(s) for s in sequence_lengths]
     tokens = sum(lengths)
     if method == "full":

@@ -7,6 +7,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from ftcompare.adapters import ADAPTER_METHODS
+from ftcompare.quantization import bnb_config, device_map
+
 log = logging.getLogger("ftcompare.generation")
 
 
@@ -16,13 +19,32 @@ def format_prompt(prompt: str) -> str:
 
 
 def load_generation_model(
-    base_model, run_model, method: str, merge_lora: bool, dtype: str, trust_remote_code: bool, device: str
+    base_model,
+    run_model,
+    method: str,
+    merge_lora: bool,
+    dtype: str,
+    trust_remote_code: bool,
+    device: str,
+    quantization: dict | None = None,
 ):
-    """The base model, a full fine-tune, or the base with a LoRA adapter (merged, as the blog did)."""
+    """The base model, a full fine-tune, or the base with a LoRA adapter (merged, as the blog did).
+
+    A QLoRA adapter goes on the weights it was trained against, as the QLoRA recipe merges it: the
+    base loaded in 4-bit with the run's `quantization`, then dequantized to `dtype`. The original
+    weights differ from those by the quantization error, which the adapter never saw.
+    """
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     source = run_model if method == "full" else base_model
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    if method == "lora":
+    options = {}
+    if method == "qlora":
+        options = {"quantization_config": bnb_config(quantization, device), "device_map": device_map(device)}
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source), dtype=torch_dtype, trust_remote_code=trust_remote_code, **options
+    )
+    if method == "qlora":
+        model = model.dequantize(dtype=None if dtype == "auto" else torch_dtype)
+    if method in ADAPTER_METHODS:
         model = PeftModel.from_pretrained(model, str(run_model))
         if merge_lora:
             model = model.merge_and_unload()

@@ -74,6 +74,7 @@ class RunMetrics:
     global_batch_size: int | None = None
     options: dict = field(default_factory=dict)
     lora: dict | None = None
+    quantization: dict | None = None
     resumed_from_step: int | None = None
     started_at: str | None = None
     finished_at: str | None = None

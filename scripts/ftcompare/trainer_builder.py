@@ -1,9 +1,9 @@
 """One place that builds a run's trainer, for the train rule and the bench alike.
 
 `build_trainer` reads top to bottom like a torchtune recipe's setup(): speed options, tokenizer and
-model, adapter, trainer arguments, trainer over the data, loss path, collator, callbacks. The config
-keeps the blog's TrainingArguments names (group_by_length, warmup_ratio); build_sft_config maps them
-onto the current transformers/TRL API.
+model (4-bit for qlora), adapter, trainer arguments, trainer over the data, loss path, collator,
+callbacks. The config keeps the blog's TrainingArguments names (group_by_length, warmup_ratio);
+build_sft_config maps them onto the current transformers/TRL API.
 """
 
 import logging
@@ -17,13 +17,14 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTConfig
 
-from ftcompare.adapters import add_adapter
+from ftcompare.adapters import add_adapter, keep_adapter_in_float32
 from ftcompare.callbacks import StepTimer
 from ftcompare.collators import TokenCountingCollator, install_collator
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.lm_head_loss import use_lm_head_loss
 from ftcompare.parallel import check_strategy_applied, model_placement, trainer_arguments
 from ftcompare.parameters import ParameterCount, count_parameters
+from ftcompare.quantization import bnb_config, device_map, keep_weights_trainable
 from ftcompare.speed_options import SpeedOptions, resolve_speed_options
 
 log = logging.getLogger("ftcompare.trainer_builder")
@@ -46,6 +47,7 @@ class TrainerSpec:
     trust_remote_code: bool = False
     save_checkpoints: bool = True
     tensorboard_dir: Path | None = None
+    quantization: dict | None = None  # qlora: how the base model is loaded in 4-bit
 
 
 @dataclass
@@ -68,7 +70,9 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
         spec.dtype,
         spec.training["attn_implementation"],
         spec.trust_remote_code,
-        **model_placement(spec.training),
+        quantization=spec.quantization if spec.method == "qlora" else None,
+        device=spec.device,
+        placement=model_placement(spec.training),
     )
     model = add_adapter(model, spec.method, spec.lora)
     parameters = count_parameters(model)
@@ -83,6 +87,8 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, processing_class=tokenizer
     )
     check_strategy_applied(spec.training, trainer)
+    if spec.method == "qlora":
+        keep_adapter_in_float32(trainer.model)
 
     use_lm_head_loss(trainer, spec.training)
     tokens = install_collator(trainer, spec.training, speed.packed_layout)
@@ -91,14 +97,30 @@ def build_trainer(spec: TrainerSpec, train_data: datasets.Dataset, eval_data: da
     return BuiltTrainer(trainer, tokenizer, speed, parameters, tokens, timer)
 
 
-def load_model(path, dtype: str, attn_implementation: str, trust_remote_code: bool, **placement):
-    return AutoModelForCausalLM.from_pretrained(
+def load_model(
+    path,
+    dtype: str,
+    attn_implementation: str,
+    trust_remote_code: bool,
+    quantization: dict | None = None,
+    device="cpu",
+    placement: dict | None = None,
+):
+    """The base model as training starts from it: in `dtype`, or with its linear layers in 4-bit for qlora;
+    `placement` spreads it over several GPUs (training.strategy: device_map)."""
+    options = dict(placement or {})
+    if quantization is not None:
+        options = {"quantization_config": bnb_config(quantization, device), "device_map": device_map(device)}
+    model = AutoModelForCausalLM.from_pretrained(
         str(path),
         dtype=dtype if dtype == "auto" else getattr(torch, dtype),
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
-        **placement,
+        **options,
     )
+    if quantization is not None:
+        keep_weights_trainable(model)
+    return model
 
 
 def build_sft_config(training: dict, seed: int, output_dir: Path, device: str, speed: SpeedOptions) -> SFTConfig:

@@ -1,4 +1,4 @@
-"""One fine-tuning run (LoRA or full) with TRL's SFTTrainer, as the blog ran it, and its metrics."""
+"""One fine-tuning run (LoRA, QLoRA or full) with TRL's SFTTrainer, as the blog ran it, and its metrics."""
 
 import contextlib
 import errno
@@ -20,6 +20,7 @@ from ftcompare.checkpoints import checkpoint_step, checkpoints_in, folder_bytes,
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
 from ftcompare.parallel import full_state_dict
+from ftcompare.quantization import resolved_quantization
 from ftcompare.speed_options import training_options
 from ftcompare.trainer_builder import BuiltTrainer, TrainerSpec, build_trainer
 
@@ -68,6 +69,7 @@ def train_run(
         output_dir=paths.checkpoints,
         trust_remote_code=trust_remote_code,
         tensorboard_dir=paths.checkpoints / _TENSORBOARD_DIR,
+        quantization=settings.get("quantization"),
     )
     built = build_trainer(
         spec,
@@ -195,6 +197,7 @@ def _run_metrics(
         global_batch_size=args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
         options=training_options(spec.training, built.speed),
         lora=spec.lora,
+        quantization=resolved_quantization(spec.quantization, spec.device) if spec.method == "qlora" else None,
         resumed_from_step=checkpoint_step(session.resumed_from) if session.resumed_from else None,
         started_at=_iso(session.started),
         finished_at=_iso(session.finished),
@@ -295,13 +298,17 @@ def _let_training_wrap_the_model(trainer) -> None:
         trainer.model._is_accelerate_prepared = False
 
 
+# What shrinks the trained model's memory, by method (out-of-memory advice).
+_SMALLER_MODEL = {"full": "the lora or qlora method", "lora": "a smaller lora.r or the qlora method"}
+
+
 @contextlib.contextmanager
 def _out_of_memory_explained(run: str, method: str, device: str):
     """Turn torch's out-of-memory error into a message naming the run, the peak and what to try."""
     try:
         yield
     except torch.OutOfMemoryError as error:
-        smaller_model = "a smaller lora.r" if method == "lora" else "the lora method"
+        smaller_model = _SMALLER_MODEL.get(method, "a smaller lora.r")
         raise FtcompareError(
             f"run {run}: out of GPU memory ({_memory_peak_text(device)}). Try a smaller "
             "per_device_train_batch_size with more gradient_accumulation_steps, "

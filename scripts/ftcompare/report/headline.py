@@ -11,7 +11,7 @@ BASE_MODEL = "base"
 # The blog's sequences per optimizer step: per-device batch 4, one process (the model spread over two GCDs), no
 # gradient accumulation.
 BLOG_GLOBAL_BATCH = 4
-METHOD_NAMES = {"lora": "LoRA", "full": "full fine-tune"}
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tune"}
 
 
 def headline_columns(full_name: str | None) -> list[Column]:
@@ -86,10 +86,14 @@ def method_name(method: str | None) -> str | None:
 
 def base_eval_loss(runs: list[RunResult]) -> float | None:
     """The base model's held-out eval loss before training, as the first run that has it reports."""
-    return next(
-        (run.metrics.eval_loss_before_training for run in runs if run.metrics.eval_loss_before_training is not None),
-        None,
-    )
+    return next((run.metrics.eval_loss_before_training for run in _base_measured(runs)), None)
+
+
+def _base_measured(runs: list[RunResult]) -> list[RunResult]:
+    """The runs that measured the base model's eval loss, those that load it as it is first: a QLoRA run
+    measures it in 4-bit."""
+    measured = [run for run in runs if run.metrics.eval_loss_before_training is not None]
+    return sorted(measured, key=lambda run: run.method == "qlora")
 
 
 def headline_table(runs: list[RunResult]) -> Table:
@@ -152,12 +156,15 @@ def _notes(runs: list[RunResult], full: RunResult | None, base_loss: float | Non
         and abs(run.metrics.eval_loss_before_training - base_loss) > 1e-6
     }
     if differing:
-        shown = next(run.name for run in runs if run.metrics.eval_loss_before_training is not None)
+        shown = _base_measured(runs)[0].name
         listed = ", ".join(f"{name} {format_number(v, 4)}" for name, v in differing.items())
-        notes.append(
-            f"The runs measured different base eval losses (shown: {shown}'s; also {listed}), "
-            f"for example because their max_seq_length differs."
-        )
+        quantized = [run.name for run in runs if run.name in differing and run.method == "qlora"]
+        in_4_bit = f"{', '.join(quantized)} measured the base in 4-bit, as QLoRA trains it"
+        if len(quantized) == len(differing):
+            why = f"because {in_4_bit}"
+        else:
+            why = "for example because their max_seq_length differs" + (f", or because {in_4_bit}" if quantized else "")
+        notes.append(f"The runs measured different base eval losses (shown: {shown}'s; also {listed}), {why}.")
     skipped = {
         run.name: run.metrics.throughput_skipped_steps
         for run in runs

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ftcompare.report.headline import method_name
 from ftcompare.report.inputs import ReportInputs
 
 REPO_DIR = Path(__file__).resolve().parents[3]
@@ -142,7 +143,7 @@ def collect_provenance(
         runs=[
             RunRecord(
                 run.name,
-                run.method,
+                method_name(run.method),
                 run.metrics.learning_rate,
                 run.metrics.started_at,
                 run.metrics.finished_at,

@@ -37,7 +37,8 @@ def _loss_sentence(run: RunResult, final_below: bool | None, eval_below: bool | 
         )
     final = f"final training loss {_loss(m.final_train_loss)}"
     held_out = f"held-out eval loss {_loss(m.eval_loss)}"
-    against = f"the base model's eval loss before training ({_loss(base)})"
+    base_model = "the 4-bit base model's" if run.method == "qlora" else "the base model's"
+    against = f"{base_model} eval loss before training ({_loss(base)})"
     if final_below is None and eval_below is None:
         return f"{run.name}: no final training loss or eval loss was recorded to compare with {against}."
     if final_below is None:
