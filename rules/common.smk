@@ -6,6 +6,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
+from ftcompare.plan import plan_inputs
+from ftcompare.plan_resources import DagPlan
 
 try:
     _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
@@ -72,3 +74,23 @@ def generation_params():
 
 
 TELEMETRY = canonical(config["telemetry"])
+
+# The memory and disk plan: the plan rule's params, and the jobs' resources (built once, cached, no weights).
+PLAN_INPUTS = plan_inputs(config)
+DAG_PLAN = DagPlan(PLAN_INPUTS, cache_dir=Path(".snakemake") / "ftcompare", search_dirs=[Path.cwd()])
+
+
+def train_mem_mb(wildcards):
+    return DAG_PLAN.train_mem_mb(wildcards.run)
+
+
+def train_disk_mb(wildcards):
+    return DAG_PLAN.train_disk_mb(wildcards.run)
+
+
+def load_mem_mb(wildcards):
+    return DAG_PLAN.load_mem_mb()
+
+
+def base_model_disk_mb(wildcards):
+    return DAG_PLAN.base_model_disk_mb()

@@ -4,6 +4,8 @@ rule train:
         eval=rules.prepare_data.output.eval,
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
+        # ancient: a plan rewritten for another run's change, or a new plan.device_memory_gb, retrains nothing.
+        plan=ancient(rules.plan.output.json),
     output:
         model=directory(f"{RESULTS}/runs/{{run}}/model"),
         tensorboard=directory(f"{RESULTS}/runs/{{run}}/tensorboard"),
@@ -26,7 +28,8 @@ rule train:
     threads: JOB_THREADS
     resources:
         gpu=USES_GPU,
-        mem_mb=16000,
+        mem_mb=train_mem_mb,
+        disk_mb=train_disk_mb,
         runtime=720,
     params:
         settings=train_params,

@@ -32,6 +32,7 @@ def main(smk):
         model_out=Path(smk.output.model),
         tensorboard=Path(smk.output.tensorboard),
         checkpoints=Path(smk.params.checkpoints),
+        plan=Path(smk.input.plan),
     )
     fingerprint = {
         "settings": settings,

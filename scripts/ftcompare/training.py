@@ -18,7 +18,9 @@ from ftcompare.callbacks import StopOnSigterm, steady_throughput
 from ftcompare.checkpoints import checkpoint_step, prepare_checkpoint_dir
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
+from ftcompare.plan_check import available_memory, check_plan
 from ftcompare.speed_options import training_options
+from ftcompare.strict_json import read_json_object
 from ftcompare.trainer_builder import BuiltTrainer, TrainerSpec, build_trainer
 
 log = logging.getLogger("ftcompare.training")
@@ -36,6 +38,7 @@ class RunPaths:
     model_out: Path
     tensorboard: Path
     checkpoints: Path
+    plan: Path | None = None  # results/plan/plan.json: checked before the model loads
 
 
 def train_run(
@@ -43,6 +46,9 @@ def train_run(
 ) -> tuple[RunMetrics, list[dict]]:
     """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
     run, method = settings["run"], settings["method"]
+    if paths.plan is not None:
+        plan = read_json_object(paths.plan)
+        log.info("%s", check_plan(plan, settings, available_memory(device, plan)))
     sampler.set_phase("load")
     spec = TrainerSpec(
         base_model=paths.base_model,

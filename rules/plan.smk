@@ -1,0 +1,27 @@
+rule plan:
+    output:
+        json=report(
+            f"{RESULTS}/plan/plan.json",
+            caption="../report/caption_plan.rst",
+            category="Plan",
+            labels={"file": "plan"},
+        ),
+        csv=report(
+            f"{RESULTS}/plan/plan.csv",
+            caption="../report/caption_plan.rst",
+            category="Plan",
+            labels={"file": "plan table"},
+        ),
+    log:
+        f"{RESULTS}/logs/plan.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/plan.tsv"
+    conda:
+        "../envs/train.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        inputs=PLAN_INPUTS,
+    script:
+        "../scripts/plan.py"
