@@ -16,6 +16,8 @@ rule plan:
         f"{RESULTS}/logs/plan.log",
     benchmark:
         f"{RESULTS}/benchmarks/plan.tsv"
+    # First among the jobs ready at the start: it takes seconds and says what the rest will need.
+    priority: 100
     conda:
         "../envs/train.yaml"
     resources:

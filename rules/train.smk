@@ -4,8 +4,6 @@ rule train:
         eval=rules.prepare_data.output.eval,
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
-        # ancient: a plan rewritten for another run's change, or a new plan.device_memory_gb, retrains nothing.
-        plan=ancient(rules.plan.output.json),
     output:
         model=directory(f"{RESULTS}/runs/{{run}}/model"),
         tensorboard=directory(f"{RESULTS}/runs/{{run}}/tensorboard"),

@@ -13,6 +13,7 @@ from ftcompare.checkpoints import mark_finished
 from ftcompare.devices import device_name, resolve_device, set_cpu_threads, torch_version_and_build
 from ftcompare.embedded_model import CARD_NAME
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
+from ftcompare.plan import plan_document, plan_inputs
 from ftcompare.script_runtime import run_script
 from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_memory
 from ftcompare.training import RunPaths, train_run
@@ -32,8 +33,10 @@ def main(smk):
         model_out=Path(smk.output.model),
         tensorboard=Path(smk.output.tensorboard),
         checkpoints=Path(smk.params.checkpoints),
-        plan=Path(smk.input.plan),
     )
+    # The run's memory plan, as results/plan/plan.json has it, made here from the same config: the plan
+    # rule's output is no input of this rule, so a plan remade for another run's change retrains nothing.
+    plan = plan_document(plan_inputs(smk.config, runs=[settings["run"]]), search_dirs=[Path.cwd()])
     fingerprint = {
         "settings": settings,
         "dtype": smk.params.dtype,
@@ -49,7 +52,7 @@ def main(smk):
         job=f"train {settings['run']}",
     ) as sampler:
         metrics, rows = train_run(
-            settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler
+            settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler, plan
         )
     summary = sampler.summary
     peak_mb, peak_source = peak_memory(summary)

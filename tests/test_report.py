@@ -34,6 +34,7 @@ from ftcompare.report.build import build_report
 from ftcompare.report.figure_style import save_figure
 from ftcompare.report.figures import report_figures
 from ftcompare.report.inputs import load_report_inputs
+from ftcompare.report.memory_plan import fits_key
 from ftcompare.report.verdict import run_verdict
 
 
@@ -265,11 +266,12 @@ def test_the_memory_plan_stands_beside_the_measured_peaks(blog):
             allocated["value"] * 2**20 / planned["per_device_bytes"]
         )
         verdicts = [f["verdict"] for f in planned["fits"]]
-        assert [shown(cells[f"fits_{i}"]) for i in range(len(verdicts))] == verdicts
-    assert shown(rows["full"]["fits_0"]) == "does not fit"  # 64 GB: the blog's full fine-tune needs both GCDs
+        assert [shown(cells[fits_key(f["device"], f["memory_gb"])]) for f in planned["fits"]] == verdicts
+    assert shown(rows["full"]["fits_mi250_gcd_64gb"]) == "does not fit"  # the blog's full fine-tune needs 2 GCDs
     table = list(csv.DictReader((outputs.tables[0].parent / "memory_plan.csv").open(encoding="utf-8")))
     assert [row["model"] for row in table] == BLOG_RUNS
     assert table[0]["measured_gb_source"].startswith("torch max allocated")
+    assert table[1]["fits_h100_a100_80gb"] == "paged" and table[1]["fits_h200_141gb"] == "fits"
     latex = (outputs.tables[0].parent / "memory_plan.tex").read_text(encoding="utf-8")
     assert "does not fit" in latex and "tab:ftcompare-memory-plan" in latex
 

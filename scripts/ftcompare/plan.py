@@ -144,7 +144,7 @@ def memory(meta: MetaModel, options: Options) -> Memory:
         kept = ("linear", "adapter", "head") if options.lm_head_loss == "full_logits" else ("linear", "adapter")
         copies = 2 * sum(p.numel for p in parameters if p.role in kept)
     estimates = {
-        checkpointing: estimate_activations(_activation_shape(meta, options, checkpointing))
+        checkpointing: estimate_activations(activation_shape(meta, options, checkpointing))
         for checkpointing in (False, True)
     }
     largest_layer = max(_layer_bytes(parameters).values(), default=0)
@@ -174,7 +174,7 @@ def per_device(mem: Memory, strategy: Strategy) -> tuple[int | None, int]:
     return -(-sharded // k) + gathered + mem.activations, -(-mem.optimizer_pageable // k)
 
 
-def _activation_shape(meta: MetaModel, options: Options, checkpointing: bool) -> ActivationShape:
+def activation_shape(meta: MetaModel, options: Options, checkpointing: bool) -> ActivationShape:
     c = meta.config
     hidden, heads = c["hidden_size"], c["num_attention_heads"]
     layers = c["num_hidden_layers"]
@@ -306,8 +306,9 @@ def alternatives(meta_for, options: Options, strategy: Strategy, base: Memory) -
 # The plan of a config
 
 
-def plan_inputs(config: dict) -> dict:
-    """What the plan depends on: the plan rule's params, and the DAG-time cache's key."""
+def plan_inputs(config: dict, runs: list[str] | None = None) -> dict:
+    """What the plan depends on: the plan rule's params, and the DAG-time cache's key. `runs`: only those."""
+    runs = list(config["runs"]) if runs is None else runs
     base_model = dict(config["base_model"])
     if base_model["name"] != "embedded":
         base_model.pop("embedded")
@@ -317,8 +318,8 @@ def plan_inputs(config: dict) -> dict:
             "device": config["device"],
             "trust_remote_code": config["trust_remote_code"],
             "plan": config["plan"],
-            "runs": {run: run_settings(config, run) for run in config["runs"]},
-            "run_order": list(config["runs"]),
+            "runs": {run: run_settings(config, run) for run in runs},
+            "run_order": runs,
             "global_lora": config["lora"],
         }
     )
@@ -356,6 +357,10 @@ def plan_document(inputs: dict, search_dirs=(), allow_download: bool = False) ->
             runs[run] = _plan_run(run, settings, model_config, meta_for, device_kind, section, inputs["global_lora"])
         except FtcompareError as error:
             runs[run] = _unknown_run(run, settings, str(error))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            # transformers or PEFT refusing the model or adapter (a target module the model lacks): the
+            # train job will say so; the plan, which the DAG also reads, says it has no figure.
+            runs[run] = _unknown_run(run, settings, f"the model could not be built: {type(error).__name__}: {error}")
     return {
         "schema_version": SCHEMA_VERSION,
         "device_memory_gb": section["device_memory_gb"],
@@ -532,7 +537,7 @@ def summary_lines(document: dict) -> list[str]:
             continue
         b = plan["bytes"]
         verdicts = ", ".join(f"{f['device']} ({f['memory_gb']} GB) {f['verdict']}" for f in plan["fits"])
-        total = "unknown" if plan["per_device_bytes"] is None else f"{gb(plan['per_device_bytes']):.2f} GB"
+        total = _gb_text(plan["per_device_bytes"])
         lines.append(
             f"run {plan['run']} ({plan['method']}): {plan['parameters']['trainable']:,} of "
             f"{plan['parameters']['total']:,} parameters train; per device {total} = weights "
@@ -544,7 +549,9 @@ def summary_lines(document: dict) -> list[str]:
 
 
 def _gb_text(value) -> str:
-    return "unknown" if value is None else f"{value / GIB:.2f} GB"
+    if value is None:
+        return "unknown"
+    return f"{value / GIB:.2f} GB" if value >= GIB else f"{value / 2**20:.2f} MB"
 
 
 def plan_config(config: dict, search_dirs=(), allow_download: bool = False) -> dict:

@@ -101,4 +101,6 @@ def refusal(run: str, plan: dict, available: Available) -> str:
 
 
 def _gb(value) -> str:
-    return "unknown" if value is None else f"{value / GIB:.1f} GB"
+    if value is None:
+        return "unknown"
+    return f"{value / GIB:.1f} GB" if value >= GIB else f"{value / 2**20:.1f} MB"

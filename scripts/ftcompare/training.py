@@ -20,7 +20,6 @@ from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
 from ftcompare.plan_check import available_memory, check_plan
 from ftcompare.speed_options import training_options
-from ftcompare.strict_json import read_json_object
 from ftcompare.trainer_builder import BuiltTrainer, TrainerSpec, build_trainer
 
 log = logging.getLogger("ftcompare.training")
@@ -38,16 +37,25 @@ class RunPaths:
     model_out: Path
     tensorboard: Path
     checkpoints: Path
-    plan: Path | None = None  # results/plan/plan.json: checked before the model loads
 
 
 def train_run(
-    settings: dict, paths: RunPaths, device: str, dtype: str, trust_remote_code: bool, fingerprint: dict, sampler
+    settings: dict,
+    paths: RunPaths,
+    device: str,
+    dtype: str,
+    trust_remote_code: bool,
+    fingerprint: dict,
+    sampler,
+    plan: dict | None = None,
 ) -> tuple[RunMetrics, list[dict]]:
-    """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out."""
+    """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out.
+
+    `plan` (ftcompare.plan.plan_document with this run) is checked first: a run that cannot fit the
+    job's device stops here, before the model loads.
+    """
     run, method = settings["run"], settings["method"]
-    if paths.plan is not None:
-        plan = read_json_object(paths.plan)
+    if plan is not None:
         log.info("%s", check_plan(plan, settings, available_memory(device, plan)))
     sampler.set_phase("load")
     spec = TrainerSpec(

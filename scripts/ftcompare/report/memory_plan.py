@@ -1,6 +1,8 @@
 """The memory plan beside what each run measured: planned bytes per device (results/plan/plan.json, made
 from the config before any job) and the peak the run's allocator reached."""
 
+import re
+
 from ftcompare.report import costs
 from ftcompare.report.headline import method_name
 from ftcompare.report.inputs import RunResult
@@ -36,8 +38,8 @@ def memory_plan_table(runs: list[RunResult], plan: dict) -> Table:
         Column("measured_vs_planned", "Measured / planned", "×", decimals=2, group="Measured", short="÷ planned"),
     ]
     columns += [
-        Column(f"fits_{index}", f"Fits {name} ({gb:g} GB)", group="Fits one device", short=f"{gb:g} GB")
-        for index, (name, gb) in enumerate(devices)
+        Column(fits_key(name, gb), f"Fits {name} ({gb:g} GB)", group="Fits one device", short=f"{gb:g} GB")
+        for name, gb in devices
     ]
     rows = []
     for run in runs:
@@ -59,6 +61,11 @@ def memory_plan_table(runs: list[RunResult], plan: dict) -> Table:
         row += [Cell(verdicts.get(name)) for name, _ in devices]
         rows.append(row)
     return Table(columns=columns, rows=rows, notes=_notes(plan))
+
+
+def fits_key(device: str, memory_gb: float) -> str:
+    """The CSV column of a device's verdict: fits_mi250_gcd_64gb, fits_plan_device_memory_gb_80gb, ..."""
+    return f"fits_{re.sub(r'[^a-z0-9]+', '_', device.lower()).strip('_')}_{memory_gb:g}gb".replace(".", "_")
 
 
 def _devices(plan: dict) -> list[tuple[str, float]]:
