@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
 from ftcompare.plan import plan_inputs
-from ftcompare.plan_resources import DagPlan
+from ftcompare.plan_resources import PLAN_MODULES, DagPlan
 
 try:
     _validated = validate_config(config, search_dirs=[Path.cwd(), Path(workflow.basedir)])
@@ -77,6 +77,11 @@ TELEMETRY = canonical(config["telemetry"])
 
 # The memory and disk plan: the plan rule's params, and the jobs' resources (built once, cached, no weights).
 PLAN_INPUTS = plan_inputs(config)
+# The plan reruns (in seconds) when its code or a shipped model config changes.
+PLAN_SOURCES = sorted(
+    [str(WORKFLOW_DIR / "scripts" / "ftcompare" / name) for name in PLAN_MODULES]
+    + [str(p) for p in (WORKFLOW_DIR / "config" / "models").glob("*.json")]
+)
 DAG_PLAN = DagPlan(PLAN_INPUTS, cache_dir=Path(".snakemake") / "ftcompare", search_dirs=[Path.cwd()])
 
 

@@ -1,4 +1,6 @@
 rule plan:
+    input:
+        sources=PLAN_SOURCES,
     output:
         json=report(
             f"{RESULTS}/plan/plan.json",
