@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/plan.smk"
 include: "rules/base_model.smk"
 include: "rules/prepare_data.smk"
 include: "rules/train.smk"

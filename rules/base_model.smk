@@ -9,7 +9,8 @@ rule base_model:
         "../envs/train.yaml"
     threads: JOB_THREADS
     resources:
-        mem_mb=8000,
+        mem_mb=load_mem_mb,
+        disk_mb=base_model_disk_mb,
         runtime=120,
     params:
         base_model=base_model_params(),

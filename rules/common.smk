@@ -14,6 +14,8 @@ from ftcompare.node_gpus import node_gpus
 # packages); only then does a package missing here stop a job.
 _deployment = workflow.deployment_settings
 _JOBS_RUN_HERE = not (_deployment and _deployment.deployment_method)
+from ftcompare.plan import plan_inputs
+from ftcompare.plan_resources import PLAN_MODULES, DagPlan
 
 try:
     _validated = validate_config(
@@ -127,3 +129,28 @@ GENERATION_DTYPE = config["generation"]["dtype"] or config["base_model"]["dtype"
 
 
 TELEMETRY = canonical(config["telemetry"])
+
+# The memory and disk plan: the plan rule's params, and the jobs' resources (built once, cached, no weights).
+PLAN_INPUTS = plan_inputs(config)
+# The plan reruns (in seconds) when its code or a shipped model config changes.
+PLAN_SOURCES = sorted(
+    [str(WORKFLOW_DIR / "scripts" / "ftcompare" / name) for name in PLAN_MODULES]
+    + [str(p) for p in (WORKFLOW_DIR / "config" / "models").glob("*.json")]
+)
+DAG_PLAN = DagPlan(PLAN_INPUTS, cache_dir=Path(".snakemake") / "ftcompare", search_dirs=[Path.cwd()])
+
+
+def train_mem_mb(wildcards):
+    return DAG_PLAN.train_mem_mb(wildcards.run)
+
+
+def train_disk_mb(wildcards):
+    return DAG_PLAN.train_disk_mb(wildcards.run)
+
+
+def load_mem_mb(wildcards):
+    return DAG_PLAN.load_mem_mb()
+
+
+def base_model_disk_mb(wildcards):
+    return DAG_PLAN.base_model_disk_mb()

@@ -19,7 +19,7 @@ rule generate:
     threads: GPU_JOB_THREADS
     resources:
         gpu=USES_GPU,
-        mem_mb=16000,
+        mem_mb=load_mem_mb,
         runtime=60,
     params:
         generation=generation_params(),

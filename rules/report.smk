@@ -6,6 +6,7 @@ rule report:
         generations=expand(rules.generate.output.generations, model=MODELS),
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
+        plan=rules.plan.output.json,
         template=str(WORKFLOW_DIR / "report" / "report.html.j2"),
         style=str(WORKFLOW_DIR / "report" / "style.css"),
         sources=REPORT_SOURCES,

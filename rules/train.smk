@@ -26,7 +26,8 @@ rule train:
     threads: GPU_JOB_THREADS
     resources:
         gpu=run_gpus,
-        mem_mb=16000,
+        mem_mb=train_mem_mb,
+        disk_mb=train_disk_mb,
         runtime=720,
     params:
         settings=train_params,

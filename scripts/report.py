@@ -16,6 +16,7 @@ def main(smk) -> None:
         generations=list(smk.input.generations),
         data_card=smk.input.data_card,
         base_card=Path(smk.input.base_model) / "ftcompare_model.json",
+        plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
     )

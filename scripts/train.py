@@ -21,6 +21,8 @@ from ftcompare.embedded_model import CARD_NAME
 from ftcompare.launch import train_in_processes
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, MemoryFigure, write_metrics
 from ftcompare.parallel import check_devices, processes
+from ftcompare.plan import plan_document, plan_inputs
+from ftcompare.plan_check import available_memory, check_plan
 from ftcompare.telemetry import TelemetrySampler, memory_figures, peak_of
 from ftcompare.training import RunPaths, train_run
 
@@ -43,6 +45,9 @@ def main(smk, job_devices):
         tensorboard=Path(smk.output.tensorboard),
         checkpoints=Path(smk.params.checkpoints),
     )
+    # The run's memory plan, as results/plan/plan.json has it, made here from the same config: the plan
+    # rule's output is no input of this rule, so a plan remade for another run's change retrains nothing.
+    plan = plan_document(plan_inputs(smk.config, runs=[settings["run"]]), search_dirs=[Path.cwd()])
     fingerprint = {
         "settings": settings,
         "dtype": smk.params.dtype,
@@ -60,9 +65,10 @@ def main(smk, job_devices):
     ) as sampler:
         args = (settings, paths, device, smk.params.dtype, smk.params.trust_remote_code, fingerprint, sampler)
         if several_processes:
+            log.info("%s", check_plan(plan, settings, available_memory(device, plan)))
             metrics, rows = train_in_processes(*args, threads=smk.threads)
         else:
-            metrics, rows = train_run(*args)
+            metrics, rows = train_run(*args, plan=plan)
     summary = sampler.summary
     figures = memory_figures(summary)
     if several_processes:

@@ -35,6 +35,7 @@ from ftcompare.report.build import build_report
 from ftcompare.report.figure_style import save_figure
 from ftcompare.report.figures import report_figures
 from ftcompare.report.inputs import load_report_inputs
+from ftcompare.report.memory_plan import fits_key
 from ftcompare.report.numbers import format_number
 from ftcompare.report.verdict import run_verdict
 
@@ -247,6 +248,36 @@ def test_headline_csv_matches_the_html(blog):
     assert rows[0]["train_runtime_s"] == "" and float(rows[0]["eval_loss"]) == 1.521
 
 
+def test_the_memory_plan_stands_beside_the_measured_peaks(blog):
+    outputs, dom = blog
+    plan = read_json(FIXTURES / "blog_mi250" / "plan" / "plan.json")
+    rows = table_rows(dom, "memory-plan")
+    assert list(rows) == BLOG_RUNS
+    gib = 2**30
+    for run in BLOG_RUNS:
+        planned, cells = plan["runs"][run], rows[run]
+        assert float(cells["planned_gb"].attrs["data-value"]) == pytest.approx(planned["per_device_bytes"] / gib)
+        for key in ("weights", "gradients", "optimizer_states", "activations"):
+            value = float(cells[f"planned_{key}_gb"].attrs["data-value"])
+            assert value == pytest.approx(planned["bytes"][key] / gib)
+        metrics = read_json(FIXTURES / "blog_mi250" / "runs" / run / "metrics.json")
+        allocated = metrics["memory"]["torch_max_allocated_mb"]
+        measured = float(cells["measured_gb"].attrs["data-value"])
+        assert measured == pytest.approx(allocated["value"] / 1024)
+        assert float(cells["measured_vs_planned"].attrs["data-value"]) == pytest.approx(
+            allocated["value"] * 2**20 / planned["per_device_bytes"]
+        )
+        verdicts = [f["verdict"] for f in planned["fits"]]
+        assert [shown(cells[fits_key(f["device"], f["memory_gb"])]) for f in planned["fits"]] == verdicts
+    assert shown(rows["full"]["fits_mi250_gcd_64gb"]) == "does not fit"  # the blog's full fine-tune needs 2 GCDs
+    table = list(csv.DictReader((outputs.tables[0].parent / "memory_plan.csv").open(encoding="utf-8")))
+    assert [row["model"] for row in table] == BLOG_RUNS
+    assert table[0]["measured_gb_source"].startswith("torch max allocated")
+    assert table[1]["fits_h100_a100_80gb"] == "paged" and table[1]["fits_h200_141gb"] == "fits"
+    latex = (outputs.tables[0].parent / "memory_plan.tex").read_text(encoding="utf-8")
+    assert "does not fit" in latex and "tab:ftcompare-memory-plan" in latex
+
+
 # --------------------------------------------------------------------------------------------
 # The embedded default on a CPU, through the entry script: no VRAM, power or energy
 
@@ -271,8 +302,20 @@ def test_entry_script_builds_every_output(cpu):
         "headline.csv",
         "headline.tex",
         "headline_transposed.tex",
+        "memory_plan.csv",
+        "memory_plan.tex",
     ]
     assert not list(out.glob(".*.tmp"))
+
+
+def test_cpu_runs_set_process_memory_beside_the_plan_without_a_ratio(cpu):
+    _, dom = cpu
+    rows = table_rows(dom, "memory-plan")
+    assert list(rows) == CPU_RUNS
+    for run in CPU_RUNS:
+        assert source_of(rows[run]["measured_gb"], dom, "memory-plan").startswith("process RSS")
+        assert shown(rows[run]["measured_vs_planned"]) == "—"
+        assert float(rows[run]["planned_gb"].attrs["data-value"]) > 0
 
 
 def test_cpu_runs_show_process_memory_and_no_energy(cpu):

@@ -138,9 +138,21 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert all(r["model"] == model and 1 <= r["new_tokens"] <= max_new_tokens and r["seconds"] > 0 for r in records)
         assert records[0]["formatted_prompt"].startswith("<s>[INST] What do you think")
 
+    # The plan, made from the config before anything ran, counts what the runs then counted.
+    plan = json.loads((results / "plan" / "plan.json").read_text())
+    assert list(plan["runs"]) == runs
+    for run in runs:
+        assert plan["runs"][run]["parameters"] == {
+            "total": metrics[run]["total_params"],
+            "trainable": metrics[run]["trainable_params"],
+        }, run
+        assert plan["runs"][run]["per_device_bytes"] > 0
+    assert (results / "plan" / "plan.csv").read_text().startswith("run,method,status,")
+
     html = (results / "report" / "report.html").read_text()
     assert all(run in html for run in runs)
-    logs = ["base_model.log", "prepare_data.log", "generate/base.log", "report.log"]
+    assert 'id="memory-plan"' in html and (results / "report" / "tables" / "memory_plan.csv").is_file()
+    logs = ["plan.log", "base_model.log", "prepare_data.log", "generate/base.log", "report.log"]
     logs += [f"train/{run}.log" for run in runs] + [f"generate/{run}.log" for run in runs]
     for log in logs:
         assert (results / "logs" / log).is_file(), log
@@ -209,13 +221,14 @@ def test_a_reordered_config_file_reruns_nothing(study):
     assert planned_jobs(workdir, "--configfile", "config/reordered.yaml") == {}
 
 
-def test_a_changed_lora_option_reruns_only_that_run_its_generation_and_the_report(study):
+def test_a_changed_lora_option_reruns_only_that_run_its_generation_the_plan_and_the_report(study):
     workdir = study.workdir
     config = yaml.safe_load((workdir / "config" / "e2e.yaml").read_text())
     config["runs"]["lora"]["lora"] = {"r": 4}
     (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
-    assert jobs == {"train": 1, "generate": 1, "report": 1, "all": 1}
+    # The plan covers every run and takes seconds; the other runs read it as ancient(), so stay as they are.
+    assert jobs == {"plan": 1, "train": 1, "generate": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
     assert "wildcards: run=lora" in plan
     assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")
@@ -251,7 +264,7 @@ def test_lint_is_clean():
 def test_blog_dag_builds_offline(tmp_path):
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", "config/blog.yaml")
-    assert jobs == {"base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
+    assert jobs == {"plan": 1, "base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
     assert not (tmp_path / "results").exists()
 
 

@@ -20,6 +20,7 @@ from ftcompare.checkpoints import checkpoint_step, checkpoints_in, folder_bytes,
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import RunMetrics
 from ftcompare.parallel import full_state_dict
+from ftcompare.plan_check import available_memory, check_plan
 from ftcompare.quantization import resolved_quantization
 from ftcompare.speed_options import training_options
 from ftcompare.trainer_builder import BuiltTrainer, TrainerSpec, build_trainer
@@ -50,13 +51,18 @@ def train_run(
     fingerprint: dict | None,
     sampler,
     resume_from: Path | None = None,
+    plan: dict | None = None,
 ) -> tuple[RunMetrics, list[dict]]:
     """Fine-tune one run; returns (metrics, log-history rows). Saves the model to paths.model_out.
 
     Under several processes every rank runs this and rank 0 alone writes files; the launcher has prepared
     the checkpoint folder once for all of them (`fingerprint` None) and passes `resume_from`.
+    `plan` (ftcompare.plan.plan_document with this run) is checked first: a run that cannot fit the
+    job's device stops here, before the model loads (the launcher checks it before starting the ranks).
     """
     run, method = settings["run"], settings["method"]
+    if plan is not None:
+        log.info("%s", check_plan(plan, settings, available_memory(device, plan)))
     sampler.set_phase("load")
     spec = TrainerSpec(
         base_model=paths.base_model,

@@ -42,6 +42,7 @@ def fixture_paths(scenario: str, runs: list[str]) -> ReportInputPaths:
         generations=[root / "generations" / f"{model}.jsonl" for model in ["base", *runs]],
         data_card=root / "data" / "data_card.json",
         base_card=root / "models" / "base" / "ftcompare_model.json",
+        plan=root / "plan" / "plan.json",
         template=REPO / "report" / "report.html.j2",
         style=REPO / "report" / "style.css",
     )
@@ -110,6 +111,7 @@ def run_entry_script(paths: ReportInputPaths, runs, config, out: Path):
         "generations": [str(p) for p in paths.generations],
         "data_card": str(paths.data_card),
         "base_model": str(Path(paths.base_card).parent),
+        "plan": str(paths.plan),
         "template": str(paths.template),
         "style": str(paths.style),
     }

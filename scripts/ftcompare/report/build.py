@@ -14,6 +14,7 @@ from ftcompare.report.figures import report_figures
 from ftcompare.report.headline import base_eval_loss, headline_table
 from ftcompare.report.inputs import ReportInputs
 from ftcompare.report.latex import table_to_latex
+from ftcompare.report.memory_plan import memory_plan_table
 from ftcompare.report.outputs import generation_summary_table, prompt_comparisons
 from ftcompare.report.provenance import collect_provenance
 from ftcompare.report.reference import reference_table
@@ -45,6 +46,7 @@ def build_report(
     headline = headline_table(runs)
     full = costs.full_fine_tune(runs)
     reference = reference_table(runs, inputs.reference)
+    memory_plan = memory_plan_table(runs, inputs.plan)
     generation_summary = generation_summary_table(inputs.generations)
     figure_specs, missing_figures = report_figures(runs, base_eval_loss(runs))
 
@@ -77,6 +79,10 @@ def build_report(
                 "tab:ftcompare-headline-transposed",
             ),
             "generation.csv": table_to_csv(generation_summary),
+            "memory_plan.csv": table_to_csv(memory_plan),
+            "memory_plan.tex": table_to_latex(
+                memory_plan, f"{inputs.title}: planned memory beside the measured peaks", "tab:ftcompare-memory-plan"
+            ),
         }
         if reference is not None:
             table_files["reference.csv"] = table_to_csv(reference)
@@ -94,6 +100,7 @@ def build_report(
             "headline": html_table(headline),
             "verdicts": [run_verdict(run, full) for run in runs],
             "memory_energy": html_table(costs.memory_energy_table(runs)),
+            "memory_plan": html_table(memory_plan),
             "reference": html_table(reference) if reference is not None else None,
             "figures": figures,
             "missing_figures": missing_figures,

@@ -1,5 +1,5 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
-ModelGenerations per model, plus the data card, the base model card and the config."""
+ModelGenerations per model, plus the data card, the base model card, the memory plan and the config."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ class ReportInputs:
     generations: list[ModelGenerations]
     data_card: dict
     base_card: dict
+    plan: dict  # results/plan/plan.json
     config: dict
     config_hash: str
     reference: dict
@@ -66,6 +67,7 @@ class ReportInputPaths:
     generations: list[Path]
     data_card: Path
     base_card: Path
+    plan: Path
     template: Path
     style: Path
 
@@ -94,6 +96,7 @@ def load_report_inputs(
         generations=[load_generations(Path(p)) for p in paths.generations],
         data_card=read_json_object(Path(paths.data_card)),
         base_card=read_json_object(Path(paths.base_card)),
+        plan=read_json_object(Path(paths.plan)),
         config=config,
         config_hash=config_hash,
         reference=reference or {},

@@ -1,0 +1,120 @@
+"""Job resources from the plan, when Snakemake builds the DAG: host memory (mem_mb) and disk (disk_mb).
+
+rules/common.smk asks on every Snakemake start, so the plan is built once per set of plan inputs and kept
+in .snakemake/ftcompare/plan-<key>.json; later starts read that small file. Where the plan has no figure
+(the model's config.json is not here: the DAG never touches the network), a rule keeps a fixed figure.
+"""
+
+import hashlib
+import json
+import logging
+from importlib import metadata
+from pathlib import Path
+
+from ftcompare.atomic import write_json
+from ftcompare.errors import FtcompareError
+from ftcompare.strict_json import loads
+
+log = logging.getLogger("ftcompare.plan_resources")
+
+MIB = 2**20
+# Host memory besides the weights: Python, torch and its GPU libraries, the tokenizer, the data.
+HOST_HEADROOM = 4 * 2**30
+# TensorBoard events, logs and the run's small files beside its model and checkpoints.
+RUN_FILES = 256 * MIB
+# What the rules asked for before the plan, kept where the plan has no figure.
+FALLBACK_MEM_MB = 16000
+FALLBACK_DISK_MB = 50000
+# The code whose changes make a cached plan stale.
+PLAN_MODULES = ("plan.py", "activations.py", "optimizer_states.py", "meta_model.py", "model_config.py")
+
+
+def cache_key(inputs: dict) -> str:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8"))
+    for name in PLAN_MODULES:
+        digest.update((here / name).read_bytes())
+    for package in ("transformers", "peft"):
+        digest.update(_version(package).encode("utf-8"))
+    return digest.hexdigest()[:20]
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+class DagPlan:
+    """The plan of a config as the DAG sees it, built on first use and cached on disk."""
+
+    def __init__(self, inputs: dict, cache_dir, search_dirs=()):
+        self.inputs = inputs
+        self.cache_dir = Path(cache_dir)
+        self.search_dirs = list(search_dirs)
+        self._document = None
+
+    @property
+    def document(self) -> dict:
+        if self._document is None:
+            self._document = self._load_or_build()
+        return self._document
+
+    def _load_or_build(self) -> dict:
+        path = self.cache_dir / f"plan-{cache_key(self.inputs)}.json"
+        if path.is_file():
+            try:
+                return loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                pass  # a damaged cache file is rebuilt
+        from ftcompare.plan import plan_document
+
+        try:
+            document = plan_document(self.inputs, self.search_dirs, allow_download=False)
+        except (FtcompareError, ImportError) as error:
+            log.warning("no plan for the job resources (%s); the rules keep fixed figures", error)
+            return {"runs": {}}
+        try:
+            write_json(path, document)
+        except OSError:
+            pass  # a read-only working directory: plan again next time
+        return document
+
+    def _run(self, run: str) -> dict:
+        plan = self.document.get("runs", {}).get(run) or {}
+        return plan if plan.get("status") == "planned" else {}
+
+    def _any_run(self) -> dict:
+        return next((self._run(run) for run in self.document.get("runs", {}) if self._run(run)), {})
+
+    def train_mem_mb(self, run: str) -> int:
+        """A GPU job's host holds the loaded model until it moves to the device; a CPU job holds all of training."""
+        plan = self._run(run)
+        if not plan:
+            return FALLBACK_MEM_MB
+        on_cpu = plan["options"]["device_kind"] == "cpu"
+        need = plan["per_device_bytes"] if on_cpu else plan["host"]["load_bytes"]
+        return FALLBACK_MEM_MB if need is None else _mb(need + HOST_HEADROOM)
+
+    def train_disk_mb(self, run: str) -> int:
+        """The checkpoints save_total_limit keeps, one more while a new one is written, and the saved model."""
+        plan = self._run(run)
+        peak = plan.get("disk", {}).get("checkpoints_peak_bytes")
+        if peak is None:
+            return FALLBACK_DISK_MB
+        return _mb(peak + plan["disk"]["model_output_bytes"] + RUN_FILES)
+
+    def load_mem_mb(self) -> int:
+        """Host memory to load the base model (base_model, generate): its weights in base_model.dtype."""
+        plan = self._any_run()
+        return _mb(plan["host"]["load_bytes"] + HOST_HEADROOM) if plan else FALLBACK_MEM_MB
+
+    def base_model_disk_mb(self) -> int:
+        plan = self._any_run()
+        return _mb(plan["disk"]["base_model_bytes"] + RUN_FILES) if plan else FALLBACK_DISK_MB
+
+
+def _mb(value: float) -> int:
+    """Snakemake's mem_mb and disk_mb are decimal megabytes (it derives mem_mib from them)."""
+    return int(-(-value // 10**6))
