@@ -54,7 +54,7 @@ BAD_CONFIGS = [
         {"learning_rate": 1e-4},
         [
             "unknown key `learning_rate`; allowed here: base_model, checkpoints, data, device, generation, lora, "
-            "quantization, report, results_dir, runs, seed, telemetry, training, trust_remote_code\n"
+            "plan, quantization, report, results_dir, runs, seed, telemetry, training, trust_remote_code\n"
         ],
     ),
     (
