@@ -26,8 +26,10 @@ REPORT_SOURCES = sorted(
     for pattern in ("report/*.j2", "report/*.css", "report/*.rst", "scripts/ftcompare/report/*.py")
     for p in WORKFLOW_DIR.glob(pattern)
 )
-# Measurements stay honest only if jobs never share the machine: each job takes every core.
-JOB_THREADS = workflow.cores
+# Measurements stay honest only if jobs never share the machine: each job takes every core it is given
+# (--cores; inside a SLURM job Snakemake runs with --cores all: the job's CPUs). Without --cores (a
+# cluster executor) nothing here decides a job's CPUs: the profile does (profiles/slurm, cpus_per_task).
+JOB_THREADS = workflow.cores if workflow.global_resources["_cores"].value is not None else 1
 USES_GPU = 1 if config["device"] == "cuda" else 0
 
 
