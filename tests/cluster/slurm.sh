@@ -212,9 +212,10 @@ start() {
 stop_recorded() {
     local name pid i
     [ -d "$PIDS" ] || return 0
-    if alive slurmctld; then
+    if alive slurmctld && [ -n "$(squeue -h -o %i 2>/dev/null)" ]; then
         # No job outlives the cluster: what is still queued or running is cancelled first.
-        scancel --cluster=ftcompare --full --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null || true
+        scancel --quiet $(squeue -h -o %i) 2>/dev/null || true
+        wait_for 30 "jobs to end" sh -c '[ -z "$(squeue -h -o %i)" ]' || say "jobs still in squeue after scancel"
     fi
     for name in "${DAEMONS[@]}"; do
         if alive "$name"; then
