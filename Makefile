@@ -1,6 +1,6 @@
 # Two commands on a fresh clone:
 #   make reproduce   virtual environment + the whole study on the embedded default (CPU, offline)
-#   make test        the test suite (installs what the tests need, Chromium and g++ included)
+#   make test        the test suite (installs what the tests need, Chromium, g++ and a local SLURM included)
 # A torch already importable in $(VENV) (a ROCm or CUDA build you installed) is kept; otherwise
 # $(TORCH_SPEC) is installed. Example: make reproduce TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/rocm6.4"
 
@@ -20,7 +20,9 @@ reproduce: install
 test: lint
 	@# Without root Chromium and g++ cannot be installed and the tests that need them skip; in CI they must install.
 	bash tests/setup_system.sh || test -z "$$CI"
-	$(BIN)/python -m pytest
+	@# As root, a single-node SLURM (installed if missing) runs for tests/test_slurm.py and is stopped after
+	@# pytest, also when it fails or is interrupted; without root those tests skip, in CI they must run.
+	bash tests/cluster/slurm.sh run $(BIN)/python -m pytest
 
 install: $(VENV)/.installed
 
