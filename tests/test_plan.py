@@ -16,6 +16,7 @@ import yaml
 from fakes.telemetry import FakeTelemetry
 from helpers.report import blog_config
 from helpers.tiny_llama import tiny_llama, word_tokenizer
+from helpers.tiny_run import run_paths
 from helpers.workflow import copy_workflow, planned_jobs, snakemake
 from transformers import TrainerCallback
 
@@ -39,7 +40,7 @@ from ftcompare.plan import (
 from ftcompare.plan_check import Available, check_plan
 from ftcompare.strict_json import read_json_object
 from ftcompare.trainer_builder import TrainerSpec, build_trainer
-from ftcompare.training import RunPaths, train_run
+from ftcompare.training import train_run
 
 BLOG_TOTAL = 6_738_415_616
 BLOG_LORA_TRAINABLE = 4_194_304
@@ -353,17 +354,6 @@ def test_checkpointing_keeps_one_input_per_layer(tiny_base, run):
 # The train job's refusal
 
 
-def tiny_run_paths(root: Path, out: Path) -> RunPaths:
-    return RunPaths(
-        train_data=root / "train.parquet",
-        eval_data=root / "eval.parquet",
-        base_model=root / "base",
-        model_out=out / "model",
-        tensorboard=out / "tensorboard",
-        checkpoints=out / "checkpoints",
-    )
-
-
 def run_plan_document(config: dict, run: str, root: Path) -> dict:
     """The plan the train job makes for its run (scripts/train.py)."""
     return plan_document(plan_inputs(config, runs=[run]), search_dirs=[root])
@@ -382,7 +372,7 @@ def test_a_run_that_cannot_fit_stops_before_the_model_loads(tiny_base, tmp_path,
     config["plan"]["device_memory_gb"] = 0.0008  # 0.8 MB: the full run plans 1.0 MB, 0.7 MB with checkpointing
     plan = run_plan_document(config, "full", tiny_base)
     assert plan["runs"]["full"] == plan_config(config, search_dirs=[tiny_base])["runs"]["full"]  # as plan.json has it
-    settings, paths = run_settings(config, "full"), tiny_run_paths(tiny_base, tmp_path / "out")
+    settings, paths = run_settings(config, "full"), run_paths(tiny_base, tmp_path / "out")
     telemetry = FakeTelemetry()
     with pytest.raises(FtcompareError) as refused:
         train_run(settings, paths, "cpu", "float32", False, {}, telemetry, plan=plan)
