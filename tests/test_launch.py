@@ -214,18 +214,24 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
     rank 0's message."""
     paths = run_paths(tiny_run, tmp_path)
     settings = settings_for("full", max_steps=400, save_steps=5, strategy="ddp", devices=2)
-    signalled = {}
+    signalled = []
 
     def signal_rank_1():
-        while not is_complete(paths.checkpoints / "checkpoint-5"):
+        # Any complete checkpoint will do: on a loaded machine this thread may wake only after
+        # save_total_limit has already rotated the first one away.
+        while True:
+            done = paths.checkpoints.is_dir() and any(map(is_complete, checkpoints_in(paths.checkpoints)))
+            rank_1 = ranks_of(psutil.Process()).get(1) if done else None
+            if rank_1 is not None:
+                rank_1.send_signal(signal.SIGTERM)
+                signalled.append(rank_1.pid)
+                return
             time.sleep(0.01)
-        rank_1 = ranks_of(psutil.Process())[1]
-        signalled["at"] = json.loads((paths.checkpoints / "checkpoint-5" / "trainer_state.json").read_text())
-        rank_1.send_signal(signal.SIGTERM)
 
     threading.Thread(target=signal_rank_1, daemon=True).start()
     with pytest.raises(FtcompareError) as caught:
         train_in_processes(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry(), threads=2)
+    assert signalled, "rank 1 was never signalled"
     newest = checkpoints_in(paths.checkpoints)[0]
     step = int(newest.name.split("-")[1])
     assert str(caught.value) == (
