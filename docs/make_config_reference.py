@@ -122,7 +122,8 @@ def children(node: dict, schema: dict, path: str):
         yield from rows(node, schema, path)
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
-        yield from rows(resolve(extra, schema), schema, f"{path}.<run>")
+        placeholder = "<method>" if path.endswith(".methods") else "<run>"
+        yield from rows(resolve(extra, schema), schema, f"{path}.{placeholder}")
 
 
 def table(entries) -> list[str]:

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from ftcompare.config import ConfigError, canonical, config_hash, resolve_path, run_settings, validate_config
 from ftcompare.job_devices import threads_for_job
 from ftcompare.node_gpus import node_gpus
+from ftcompare.sweep import best_model_candidates, model_names, run_table
 
 # Jobs run in Snakemake's own environment unless it deploys theirs (--sdm conda: envs/*.yaml pin the
 # packages); only then does a package missing here stop a job.
@@ -29,8 +30,12 @@ config.update(_validated)
 
 WORKFLOW_DIR = Path(workflow.basedir)
 RESULTS = config["results_dir"]
+# The selected runs (hand-written, then sweep points); the models that generate: the base, the hand-written
+# runs, and `best-<method>` for each swept method (its generate job picks the run by held-out loss).
+RUN_TABLE = run_table(config)
 RUNS = list(config["runs"])
-MODELS = ["base"] + RUNS
+BEST_MODELS = best_model_candidates(config)
+MODELS = model_names(config)
 PROMPTS = str(resolve_path(config["generation"]["prompts"], [Path.cwd(), WORKFLOW_DIR]))
 # The report rule reruns when its template, style, captions or library code change.
 REPORT_SOURCES = sorted(
@@ -85,19 +90,32 @@ def run_gpus(wildcards):
 
 
 def run_method(wildcards):
+    if wildcards.model in BEST_MODELS:
+        return config["runs"][BEST_MODELS[wildcards.model][0]]["method"]
     return "base" if wildcards.model == "base" else config["runs"][wildcards.model]["method"]
 
 
 def run_quantization(wildcards):
     """A qlora run's quantization: its generation dequantizes the same 4-bit base it trained on."""
-    if run_method(wildcards) != "qlora":
+    if run_method(wildcards) != "qlora" or wildcards.model in BEST_MODELS:
         return {}
     return canonical(run_settings(config, wildcards.model)["quantization"])
 
 
+def best_candidates(wildcards):
+    """A best-<method> model's candidate runs, each with its quantization ({} unless qlora); {} otherwise."""
+    return canonical(
+        {run: run_settings(config, run).get("quantization", {}) for run in BEST_MODELS.get(wildcards.model, [])}
+    )
+
+
 def generate_inputs(wildcards):
     inputs = {"base_model": rules.base_model.output.model, "prompts": PROMPTS}
-    if wildcards.model != "base":
+    if wildcards.model in BEST_MODELS:
+        # In the order of best_candidates' (sorted) names: the job picks one by held-out loss.
+        inputs["candidate_metrics"] = expand(rules.train.output.metrics, run=BEST_MODELS[wildcards.model])
+        inputs["candidate_models"] = expand(rules.train.output.model, run=BEST_MODELS[wildcards.model])
+    elif wildcards.model != "base":
         inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
     return inputs
 

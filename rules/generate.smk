@@ -25,6 +25,7 @@ rule generate:
         generation=generation_params(),
         method=run_method,
         quantization=run_quantization,
+        candidates=best_candidates,
         dtype=GENERATION_DTYPE,
         seed=config["seed"],
         device=config["device"],

@@ -1,4 +1,7 @@
-"""Snakemake entry: the fixed prompts through one model (rule `generate`, wildcard `model`)."""
+"""Snakemake entry: the fixed prompts through one model (rule `generate`, wildcard `model`).
+
+A `best-<method>` model is the candidate run (a sweep point) with the lowest held-out loss: each of its
+records says which under `best_of` (docs/sweeps.md)."""
 
 # The job's GPUs first, before any import that may initialise CUDA or HIP (see scripts/train.py).
 from ftcompare.script_runtime import run_script, take_job_devices
@@ -12,6 +15,7 @@ from ftcompare.atomic import atomic_path
 from ftcompare.devices import resolve_device, set_cpu_threads
 from ftcompare.generation import generate_outputs, load_generation_model
 from ftcompare.prompts import load_prompts
+from ftcompare.sweep import best_run
 from ftcompare.telemetry import TelemetrySampler
 
 log = logging.getLogger("ftcompare.generate")
@@ -25,6 +29,12 @@ def main(smk, job_devices):
     settings = smk.params.generation
     prompts = load_prompts(smk.input.prompts)
     telemetry = smk.params.telemetry
+    run_model, quantization, best_of = smk.input.get("run_model"), smk.params.quantization or None, None
+    if smk.params.candidates:
+        best_of = best_run(smk.params.candidates, smk.input.candidate_metrics)
+        run_model = smk.input.candidate_models[list(smk.params.candidates).index(best_of["run"])]
+        quantization = smk.params.candidates[best_of["run"]] or None
+        log.info("%s: run %s, held-out loss %s", model_name, best_of["run"], best_of["eval_loss"])
     with TelemetrySampler(
         smk.output.telemetry,
         smk.output.telemetry_summary,
@@ -36,17 +46,19 @@ def main(smk, job_devices):
         sampler.set_phase("load")
         model, tokenizer = load_generation_model(
             smk.input.base_model,
-            smk.input.get("run_model"),
+            run_model,
             smk.params.method,
             settings["merge_lora"],
             smk.params.dtype,
             smk.params.trust_remote_code,
             device,
-            smk.params.quantization or None,
+            quantization,
         )
         log.info("%s: generating in %s", model_name, str(model.dtype).removeprefix("torch."))
         sampler.set_phase("generate")
         records = generate_outputs(model, tokenizer, prompts, settings, smk.params.seed, model_name)
+    if best_of is not None:
+        records = [{**record, "best_of": best_of} for record in records]
     with atomic_path(smk.output.generations) as tmp:
         tmp.write_text("".join(strict_json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     log.info("%s: %d generations written to %s", model_name, len(records), smk.output.generations)

@@ -15,6 +15,7 @@ import yaml
 from ftcompare.errors import FtcompareError
 from ftcompare.needed_packages import missing_for_run
 from ftcompare.prompts import PromptsError, load_prompts
+from ftcompare.sweep import add_sweep_runs, select_runs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
 RUN_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, not starting with a punctuation mark), and not 'base'"
@@ -51,6 +52,10 @@ def validate_config(config: dict, search_dirs=(".",), schema: dict | None = None
         raise ConfigError(_unique(problems))
     filled = copy.deepcopy(config)
     _fill_defaults(filled, schema, schema, path=())
+    # Sweep points become ordinary runs, then the runs `select_runs` leaves out go before any check of them.
+    problems = add_sweep_runs(filled, schema) or select_runs(filled)
+    if problems:
+        raise ConfigError(problems)
     problems = _check_semantics(filled, [Path(d) for d in search_dirs], check_packages)
     if problems:
         raise ConfigError(problems)
@@ -68,7 +73,7 @@ def run_settings(config: dict, run: str) -> dict:
     settings = {
         "run": run,
         "method": spec["method"],
-        "seed": config["seed"],
+        "seed": spec.get("seed", config["seed"]),
         "training": {**config["training"], **spec.get("training", {})},
     }
     if spec["method"] in ("lora", "qlora"):
@@ -199,6 +204,10 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
         return f"{where} = {value!r}: must be {bounds[kind]} {error.validator_value}"
     if kind in ("minLength", "minItems", "minProperties"):
         return f"{where} = {value!r}: must not be empty"
+    if kind == "oneOf" and path == "sweep.seeds":
+        return f"{where} = {value!r}: must be a count (>= 1) or a list of distinct seeds (integers >= 0)"
+    if kind == "oneOf" and path.endswith(".learning_rates"):
+        return f"{where} = {value!r}: must be a list of distinct positive numbers or {{from, to, points}} (points >= 2)"
     if kind == "oneOf" and path.endswith("target_modules"):
         return f"{where} = {value!r}: must be null (PEFT's default) or a non-empty list of module names"
     return f"{where} = {value!r}: {error.message}"

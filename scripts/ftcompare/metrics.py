@@ -61,6 +61,7 @@ class RunMetrics:
     eval_loss: float | None = None
     eval_loss_before_training: float | None = None
     learning_rate: float | None = None
+    seed: int | None = None  # the run's seed: model init, adapter init, dropout, data order
     device: str | None = None
     # The job's GPUs as its CUDA_/HIP_VISIBLE_DEVICES names them ([] without one), and how it got them.
     devices: list[str] = field(default_factory=list)

@@ -195,6 +195,7 @@ def _run_metrics(
         eval_loss=eval_after,
         eval_loss_before_training=eval_before,
         learning_rate=spec.training["learning_rate"],
+        seed=spec.seed,
         device="cuda:0" if spec.device == "cuda" else "cpu",
         dtype=spec.dtype,
         strategy=spec.training["strategy"],

@@ -40,6 +40,11 @@ class ModelGenerations:
     model: str
     generations: list[Generation]
     telemetry: Telemetry
+    picked_run: str | None = None  # a best-<method> model: the run it generated from (its records' best_of)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} ({self.picked_run})" if self.picked_run else self.model
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def load_telemetry(summary_path: Path) -> Telemetry:
 
 def load_generations(path: Path) -> ModelGenerations:
     name = path.name.removesuffix(".jsonl")
-    generations, model_fields = [], []
+    generations, model_fields, picked_run = [], [], None
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
@@ -158,6 +163,9 @@ def load_generations(path: Path) -> ModelGenerations:
         if not isinstance(record, dict):
             raise FtcompareError(f"{path}, line {number}: expected a JSON object per line")
         model_fields.append(record.get("model"))
+        best_of = record.get("best_of")
+        if isinstance(best_of, dict) and best_of.get("run"):
+            picked_run = str(best_of["run"])
         new_tokens = as_number(record.get("new_tokens"))
         generations.append(
             Generation(
@@ -171,4 +179,4 @@ def load_generations(path: Path) -> ModelGenerations:
         )
     model = str(model_fields[0]) if model_fields and model_fields[0] else name
     telemetry = load_telemetry(path.with_name(f"{name}.telemetry.json"))
-    return ModelGenerations(model=model, generations=generations, telemetry=telemetry)
+    return ModelGenerations(model=model, generations=generations, telemetry=telemetry, picked_run=picked_run)

@@ -39,7 +39,7 @@ def prompt_comparisons(models: list[ModelGenerations]) -> list[PromptComparison]
             prompts.setdefault(generation.prompt_id, generation)
     comparisons = []
     for prompt_id, first in prompts.items():
-        answers = [_answer(model.model, answers.get(prompt_id)) for model, answers in zip(models, by_model)]
+        answers = [_answer(model.label, answers.get(prompt_id)) for model, answers in zip(models, by_model)]
         comparisons.append(PromptComparison(prompt_id, first.prompt, first.formatted_prompt, answers))
     return comparisons
 
@@ -66,7 +66,7 @@ def generation_summary_table(models: list[ModelGenerations]) -> Table:
         source = f"{kind} ({model.telemetry.peak_origin(memory)})" if memory else None
         rows.append(
             [
-                Cell(model.model),
+                Cell(model.label),
                 Cell(len(model.generations)),
                 Cell(total_tokens),
                 Cell(total_seconds),
@@ -77,6 +77,11 @@ def generation_summary_table(models: list[ModelGenerations]) -> Table:
     notes = [
         "Generation time is the sum of the per-prompt times the generation job measured; "
         "throughput is new tokens over that time. Peak memory: the generation job's telemetry."
+    ]
+    notes += [
+        f"{model.model} is {model.picked_run}: of its method's sweep points, the run with the lowest held-out loss."
+        for model in models
+        if model.picked_run
     ]
     return Table(columns=columns, rows=rows, notes=notes)
 
