@@ -406,3 +406,18 @@ def test_a_sweep_trains_each_point_generates_from_the_best_and_adding_a_seed_tra
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/more-seeds.yaml").stdout
     assert "wildcards: run=lora-lr1e-3-s8" in plan and "wildcards: run=lora-lr2e-2-s8" in plan
     assert "wildcards: run=lora-lr1e-3-s7" not in plan and "wildcards: model=best-lora" in plan
+
+
+@pytest.mark.parametrize(
+    "configfiles, trains, generates",
+    [(["config/sweep.yaml"], 36, 4), (["config/blog.yaml", "config/blog-sweep.yaml"], 30, 3)],
+    ids=["sweep", "blog-sweep"],
+)
+def test_the_shipped_sweeps_dags_train_every_point_and_generate_from_each_method_s_best(
+    tmp_path, configfiles, trains, generates
+):
+    copy_workflow(tmp_path)
+    jobs = planned_jobs(tmp_path, "--configfile", *configfiles)
+    assert jobs["train"] == trains and jobs["generate"] == generates
+    plan = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", *configfiles).stdout
+    assert "wildcards: model=best-lora" in plan and "wildcards: model=lora" not in plan
