@@ -336,3 +336,35 @@ def test_the_compare_config_is_checked():
         validate_config({"compare": {"reference_method": "dora"}}, search_dirs=[REPO])
     with pytest.raises(ConfigError, match="`compare.confidence` = 1.5: must be < 1"):
         validate_config({"compare": {"confidence": 1.5}}, search_dirs=[REPO])
+
+
+def test_a_sweep_s_grid_defines_its_arms_and_is_not_flagged():
+    """Arms "lora r=8" and "lora r=32" differ in lora.r by design; a verdict names them by method and grid."""
+    table, metrics, settings = [], {}, {}
+    for r, losses in ((8, [1.30, 1.31, 1.32]), (32, [1.20, 1.21, 1.22])):
+        for seed, loss in zip(SEEDS, losses):
+            name = f"lora-r{r}-s{seed}"
+            table.append(
+                {
+                    "run": name,
+                    "method": "lora",
+                    "arm": f"lora r={r}",
+                    "learning_rate": 1e-4,
+                    "seed": seed,
+                    "grid": {"lora.r": r},
+                    "from_sweep": True,
+                }
+            )
+            metrics[name] = RunMetrics(run=name, method="lora", eval_loss=loss)
+            config = validate_config({"runs": {name: {"method": "lora", "lora": {"r": r}}}}, search_dirs=[REPO])
+            settings[name] = run_settings(config, name)
+    result = build_summary(table, metrics, settings, 0.95, None)
+    assert result["reference_arm"] == "lora r=32"  # null: the first arm in name order
+    rows = {row["key"]: row for row in result["fairness"]}
+    assert rows["lora.r"]["values"] == {"lora r=32": 32, "lora r=8": 8} and rows["lora.r"]["differs"] is False
+    comparison = next(c for c in result["comparisons"] if c["metric"] == "eval_loss")
+    assert comparison["verdict"].startswith(
+        "At their best learning rates, LoRA (r=8)'s held-out loss is 0.10 nats higher than LoRA (r=32)'s"
+    )
+    energy = next(c for c in result["comparisons"] if c["metric"] == "energy_j")
+    assert energy["verdict"].endswith("LoRA (r=8)'s energy cannot be compared with LoRA (r=32)'s: neither has a value.")
