@@ -18,6 +18,7 @@ include: "rules/base_model.smk"
 include: "rules/prepare_data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
+include: "rules/compare.smk"
 include: "rules/report.smk"
 
 
@@ -25,3 +26,4 @@ rule all:
     default_target: True
     input:
         rules.report.output,
+        rules.compare.output.summary,

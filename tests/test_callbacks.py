@@ -25,15 +25,20 @@ def test_steady_throughput_skips_the_first_steps():
 def test_elapsed_time_continues_from_the_checkpoint():
     recorder = StepTimer(TokenCountingCollator(lambda features: features))
     fresh = TrainerState(stateful_callbacks=[recorder])
-    assert fresh.stateful_callbacks["StepTimer"] == {"args": {}, "attributes": {"elapsed_s": 0.0}}
+    assert fresh.stateful_callbacks["StepTimer"] == {
+        "args": {},
+        "attributes": {"elapsed_s": 0.0, "tokens_seen": 0, "squared_lengths_seen": 0},
+    }
 
+    saved = {"elapsed_s": 81.5, "tokens_seen": 640, "squared_lengths_seen": 9000}
     resumed = TrainerState(
-        stateful_callbacks={"StepTimer": {"args": {}, "attributes": {"elapsed_s": 81.5}}},
+        stateful_callbacks={"StepTimer": {"args": {}, "attributes": saved}},
         log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}],
     )
     recorder.on_train_begin(None, resumed, None)
     assert recorder.elapsed_offset == 81.5
     assert recorder.state()["attributes"]["elapsed_s"] >= 81.5
+    assert (recorder.tokens_seen, recorder.squared_lengths_seen) == (640, 9000)  # the tokens before the resume
 
     older = TrainerState(log_history=[{"step": 5, "loss": 2.0, "elapsed_s": 70.0}, {"eval_loss": 1.0}])
     recorder = StepTimer(TokenCountingCollator(lambda features: features))

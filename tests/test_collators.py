@@ -99,6 +99,9 @@ def test_throughput_counts_packed_sequences_not_rows():
     counter(BINS)  # rows of 10 tokens, every one a sequence's
     counter([{"input_ids": [5, 6, 7], "seq_lengths": [3]}, BINS[1]])  # 3 + 10 tokens in rows of 10
     assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (5 + 3, 40, 20 + 13)
+    # Attention's FLOPs grow with each sequence's squared length, the packed bins' padding not counted.
+    assert counter.squared_lengths == (25 + 9 + 4 + 16 + 36) + (9 + 16 + 36)
+    assert counter.last_batch == (13, 9 + 16 + 36)
 
 
 def loss_and_gradients(model, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -154,3 +157,8 @@ def test_token_counter_counts_padding_apart():
     counter([[5, 6, 7], [5]])
     counter([[1, 2], [3, 4]])
     assert (counter.samples, counter.tokens, counter.nonpad_tokens) == (4, 10, 8)
+    assert counter.squared_lengths == (9 + 1) + (4 + 4)
+
+    unmasked = TokenCountingCollator(lambda features: {"input_ids": torch.tensor(features)})
+    unmasked([[5, 6, 7], [1, 2, 3]])  # no mask, not packed: every row is a sequence of its full width
+    assert (unmasked.nonpad_tokens, unmasked.squared_lengths) == (6, 9 + 9)

@@ -6,7 +6,14 @@ from helpers.llama import LLAMA_2_7B
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftcompare.flops import ModelShape, mfu, shape_of, training_flops, training_flops_per_token
+from ftcompare.flops import (
+    ModelShape,
+    mfu,
+    shape_of,
+    training_flops,
+    training_flops_of_counts,
+    training_flops_per_token,
+)
 
 EMBEDDING = 32000 * 4096
 ALL_PARAMS = 6_738_415_616  # the blog's "Full fine-tune: 6,738,415,616 trainable"
@@ -48,6 +55,14 @@ def test_attention_grows_with_each_sequence_not_with_the_row():
     assert packed < training_flops(shape, [8], "full")
     with pytest.raises(ValueError, match="method must be"):
         training_flops(shape, [8], "dora")
+
+
+def test_a_run_s_flops_from_its_token_counts():
+    """What a run counts as it trains (tokens, and the sum of its sequences' squared lengths) gives the
+    same FLOPs as the sequences themselves."""
+    shape = ModelShape(matmul_params=1000, num_layers=2, hidden_size=8, adapter_params=10)
+    assert training_flops_of_counts(shape, 3 + 5, 9 + 25, "lora") == (4 * 1000 + 6 * 10) * 8 + 12 * 2 * 8 * 34
+    assert training_flops_of_counts(shape, 8, 34, "full") == training_flops(shape, [3, 5], "full")
 
 
 def test_mfu_is_achieved_over_peak():

@@ -175,6 +175,8 @@ def test_two_gloo_processes_learn_what_one_process_learns_with_the_same_global_b
         assert [row[column] for row in two_rows] == pytest.approx([row[column] for row in one_rows], rel=1e-6)
     assert two.eval_loss_before_training == pytest.approx(one.eval_loss_before_training, rel=1e-6)
     assert two.eval_loss == pytest.approx(one.eval_loss, rel=1e-6) and two.eval_loss < two.eval_loss_before_training
+    # The same rows trained: the tokens and FLOPs counted on each rank add up to the single process's.
+    assert (two.tokens_seen, two.train_flops) == (one.tokens_seen, one.train_flops) and one.tokens_seen > 0
     from safetensors.torch import load_file
 
     weights = [load_file(tmp_path / name / "model" / "model.safetensors") for name in ("one", "two")]

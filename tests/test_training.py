@@ -311,3 +311,60 @@ def test_loss_rows_keep_one_row_per_step_in_order():
     rows = loss_rows(history)
     assert [r["step"] for r in rows] == [1, 10]
     assert rows[1] == {"step": 10, "epoch": 0.5, "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 0.7, "elapsed_s": 4.0}
+
+
+@pytest.fixture
+def transformers_token_count(monkeypatch):
+    """transformers' own count of the non-padding tokens each training saw (include_num_input_tokens_seen),
+    taken at the end of training: an independent check of RunMetrics.tokens_seen."""
+    import ftcompare.trainer_builder as trainer_builder
+
+    seen = []
+    build_sft_config = trainer_builder.build_sft_config
+
+    def counting_config(*args, **kwargs):
+        config = build_sft_config(*args, **kwargs)
+        config.include_num_input_tokens_seen = "non_padding"
+        return config
+
+    def on_train_end(self, args, state, control, **kwargs):
+        seen.append(state.num_input_tokens_seen)
+
+    monkeypatch.setattr(trainer_builder, "build_sft_config", counting_config)
+    monkeypatch.setattr(StepTimer, "on_train_end", on_train_end, raising=False)
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_steps", [4, 10])  # 20 rows in batches of 2: 4 steps stop mid-epoch, 10 end it
+def test_a_run_records_the_tokens_it_trained_on_and_their_flops(
+    tiny_run, tmp_path, transformers_token_count, max_steps
+):
+    """tokens_seen is what transformers counts too (not the batch the data loader collates ahead, nor the
+    held-out split), a resumed run counts every step once, and train_flops follows ftcompare.flops."""
+    from ftcompare.flops import shape_of
+    from ftcompare.trainer_builder import load_model
+
+    settings = settings_for("lora", max_steps=max_steps, save_steps=2)
+    paths = run_paths(tiny_run, tmp_path)
+    metrics, _ = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert metrics.tokens_seen == transformers_token_count[-1] > 0
+
+    # FLOPs: 4·N + 6·adapter per token, plus attention's 12·layers·d·s² summed over the sequences
+    # (1 layer, d = 16), where s² summed over 2·max_steps sequences lies between tokens²/sequences and tokens·16.
+    base = load_model(tiny_run / "base", "float32", "eager", False)
+    matmul = sum(p.numel() for p in base.parameters()) - base.get_input_embeddings().weight.numel()
+    adapter = metrics.trainable_params
+    assert shape_of(base).matmul_params == matmul and adapter == 512
+    attention = metrics.train_flops - (4 * matmul + 6 * adapter) * metrics.tokens_seen
+    squared = attention / (12 * 1 * 16)
+    assert squared == int(squared)
+    assert metrics.tokens_seen**2 / (2 * max_steps) <= squared <= metrics.tokens_seen * 16
+
+    # Killed after step 4's log, before its checkpoint: steps 3 and 4 again, counted once.
+    last = paths.checkpoints / f"checkpoint-{max_steps}"
+    shutil.rmtree(last)
+    resumed, _ = train_run(settings, paths, "cpu", "float32", False, {"f": 1}, FakeTelemetry())
+    assert resumed.resumed_from_step == max_steps - 2
+    assert (resumed.tokens_seen, resumed.train_flops) == (metrics.tokens_seen, metrics.train_flops)
+    assert transformers_token_count[-1] == metrics.tokens_seen

@@ -24,18 +24,44 @@ class StepTimer(TrainerCallback, ExportableState):
         self.start = None
         self.elapsed_offset = 0.0
         self.steps = []  # (global_step, seconds since start, samples, tokens, nonpad tokens)
+        # Non-padding tokens trained on and their sequences' squared lengths, all processes: before a resume
+        # (from the checkpoint) and in this segment (as of the last step's end).
+        self.trained_before = (0, 0)
+        self.trained_now = (0, 0)
+        self._counted_at_start = (0, 0)
 
     def elapsed(self) -> float:
         """Seconds of training behind the current step, the segments before a resume included."""
         return self.elapsed_offset + (time.perf_counter() - self.start if self.start is not None else 0.0)
 
+    @property
+    def tokens_seen(self) -> int:
+        """Non-padding tokens trained on, all processes, all steps (a resume's earlier segments included)."""
+        return self.trained_before[0] + self.trained_now[0]
+
+    @property
+    def squared_lengths_seen(self) -> int:
+        """The sum of the squared lengths of the sequences behind tokens_seen (attention's FLOPs grow with it)."""
+        return self.trained_before[1] + self.trained_now[1]
+
     def state(self) -> dict:
-        return {"args": {}, "attributes": {"elapsed_s": round(self.elapsed(), 4)}}
+        return {
+            "args": {},
+            "attributes": {
+                "elapsed_s": round(self.elapsed(), 4),
+                "tokens_seen": self.tokens_seen,
+                "squared_lengths_seen": self.squared_lengths_seen,
+            },
+        }
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.elapsed_offset = _elapsed_at_checkpoint(state, type(self).__name__)
         # A checkpoint from before this callback saved state has no entry, and saving would fail.
         state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+        self.trained_before = _trained_at_checkpoint(state, type(self).__name__)
+        self.trained_now = (0, 0)
+        # The held-out loss before training went through the same collator: count from here.
+        self._counted_at_start = (self.counter.nonpad_tokens, self.counter.squared_lengths)
         self.start = time.perf_counter()
         self._mark(state.global_step, 0.0)
 
@@ -43,6 +69,16 @@ class StepTimer(TrainerCallback, ExportableState):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()  # GPU kernels run ahead of Python: time the step, not its launch
         self._mark(state.global_step, time.perf_counter() - self.start)
+        self.trained_now = sum_over_ranks(self._trained_by_this_process(state), args)
+
+    def _trained_by_this_process(self, state) -> tuple[int, int]:
+        """What this process trained on since on_train_begin. The data loader collates one batch ahead
+        (accelerate's look-ahead) except after an epoch's last batch, which leaves state.epoch whole."""
+        tokens = self.counter.nonpad_tokens - self._counted_at_start[0]
+        squares = self.counter.squared_lengths - self._counted_at_start[1]
+        if state.epoch is not None and not float(state.epoch).is_integer():
+            tokens, squares = tokens - self.counter.last_batch[0], squares - self.counter.last_batch[1]
+        return tokens, squares
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.log_history and self.start is not None:
@@ -60,6 +96,22 @@ def _elapsed_at_checkpoint(state, callback_name: str) -> float:
         return float(saved["attributes"]["elapsed_s"])
     logged = [row["elapsed_s"] for row in state.log_history if row.get("elapsed_s") is not None]
     return logged[-1] if logged else 0.0
+
+
+def _trained_at_checkpoint(state, callback_name: str) -> tuple[int, int]:
+    """The tokens (and squared lengths) a resumed checkpoint had trained on; (0, 0) on a fresh start."""
+    attributes = (state.stateful_callbacks.get(callback_name) or {}).get("attributes", {})
+    return int(attributes.get("tokens_seen") or 0), int(attributes.get("squared_lengths_seen") or 0)
+
+
+def sum_over_ranks(counts: tuple[int, int], args) -> tuple[int, int]:
+    """`counts` summed over the processes of the run (the counts themselves when only one process runs).
+    Every process calls this at every step's end, so that a checkpoint saved at any step has the totals."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return counts
+    values = torch.tensor(counts, dtype=torch.int64, device=args.device)
+    dist.all_reduce(values)
+    return tuple(int(v) for v in values.tolist())
 
 
 class StopOnSigterm(TrainerCallback):

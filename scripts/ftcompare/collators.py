@@ -65,26 +65,41 @@ def is_right_padded(attention_mask: torch.Tensor) -> bool:
 
 
 class TokenCountingCollator:
-    """Wraps a collator to count samples, all tokens and non-padding tokens."""
+    """Wraps a collator to count samples, all tokens and non-padding tokens, and the sum of the squared
+    lengths of the sequences (what attention's FLOPs grow with, ftcompare.flops)."""
 
     def __init__(self, inner):
         self.inner = inner
         self.samples = 0
         self.tokens = 0
         self.nonpad_tokens = 0
+        self.squared_lengths = 0
+        # (non-padding tokens, squared lengths) of the batch collated last: the data loader collates one
+        # batch ahead of the one the trainer trains on (ftcompare.callbacks.StepTimer)
+        self.last_batch = (0, 0)
 
     def __call__(self, features):
         batch = self.inner(features)
         packed = isinstance(features[0], dict) and "seq_lengths" in features[0]
         self.samples += sum(len(f["seq_lengths"]) for f in features) if packed else len(features)
         self.tokens += int(batch["input_ids"].numel())
-        if "attention_mask" in batch:
-            self.nonpad_tokens += int(batch["attention_mask"].sum())
-        elif packed:  # packed bins: the rows' padding is what the sequences leave free
-            self.nonpad_tokens += sum(sum(f["seq_lengths"]) for f in features)
-        else:
-            self.nonpad_tokens += int(batch["input_ids"].numel())
+        lengths = sequence_lengths(batch, features, packed)
+        nonpad, squared = sum(lengths), sum(n * n for n in lengths)
+        self.nonpad_tokens += nonpad
+        self.squared_lengths += squared
+        self.last_batch = (nonpad, squared)
         return batch
+
+
+def sequence_lengths(batch: dict, features: list, packed: bool) -> list[int]:
+    """The non-padding length of each sequence in a batch: from the attention mask, the packed bins'
+    seq_lengths (the rows' padding is what the sequences leave free), else every row's full width."""
+    if "attention_mask" in batch:
+        return [int(n) for n in batch["attention_mask"].sum(dim=-1).reshape(-1)]
+    if packed:
+        return [int(n) for f in features for n in f["seq_lengths"]]
+    rows = batch["input_ids"].reshape(-1, batch["input_ids"].shape[-1])
+    return [rows.shape[1]] * rows.shape[0]
 
 
 def install_collator(trainer, training: dict, packed_layout: str | None) -> TokenCountingCollator:

@@ -52,12 +52,18 @@ def training_flops(shape: ModelShape, sequence_lengths, method: str) -> float:
     if method not in ("full", "lora", "qlora"):
         raise ValueError(f"method must be 'full', 'lora' or 'qlora', not {method!r}")
     lengths = [int(s) for s in sequence_lengths]
-    tokens = sum(lengths)
+    return training_flops_of_counts(shape, sum(lengths), sum(s * s for s in lengths), method)
+
+
+def training_flops_of_counts(shape: ModelShape, tokens: int, squared_lengths: int, method: str) -> float:
+    """training_flops from what a run counts as it trains: its tokens and the sum of its sequences' squared lengths."""
+    if method not in ("full", "lora", "qlora"):
+        raise ValueError(f"method must be 'full', 'lora' or 'qlora', not {method!r}")
     if method == "full":
         per_token = 6 * shape.matmul_params
     else:
         per_token = 4 * shape.matmul_params + 6 * shape.adapter_params
-    attention = 12 * shape.num_layers * shape.hidden_size * sum(s * s for s in lengths)
+    attention = 12 * shape.num_layers * shape.hidden_size * squared_lengths
     return float(per_token * tokens + attention)
 
 

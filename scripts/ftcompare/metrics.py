@@ -56,6 +56,9 @@ class RunMetrics:
     train_tokens_per_s: float | None = None
     train_nonpad_tokens_per_s: float | None = None
     throughput_skipped_steps: int | None = None
+    # Non-padding tokens trained on (all processes, all steps) and their model FLOPs (ftcompare.flops).
+    tokens_seen: int | None = None
+    train_flops: float | None = None
     final_train_loss: float | None = None
     mean_train_loss: float | None = None
     eval_loss: float | None = None

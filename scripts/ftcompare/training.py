@@ -18,6 +18,7 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.callbacks import StopOnSigterm, steady_throughput_of_all_ranks
 from ftcompare.checkpoints import checkpoint_step, checkpoints_in, folder_bytes, is_complete, prepare_checkpoint_dir
 from ftcompare.errors import FtcompareError
+from ftcompare.flops import ModelShape, shape_of, training_flops_of_counts
 from ftcompare.metrics import RunMetrics
 from ftcompare.parallel import full_state_dict
 from ftcompare.plan_check import available_memory, check_plan
@@ -83,6 +84,7 @@ def train_run(
         datasets.Dataset.from_parquet(str(paths.eval_data)),
     )
     _log_setup(run, method, built)
+    shape = shape_of(built.trainer.model)  # before training: FSDP shards the weights as it starts
     if fingerprint is not None:
         resume_from = prepare_checkpoint_dir(paths.checkpoints, fingerprint)
     writer = built.trainer.is_world_process_zero()
@@ -105,7 +107,7 @@ def train_run(
             f"run {run}: training logged no loss (0 steps?); check num_train_epochs / max_steps "
             "against the size of the training split"
         )
-    return _run_metrics(spec, run, built, session, rows, eval_before, eval_after), rows
+    return _run_metrics(spec, run, built, session, rows, eval_before, eval_after, shape), rows
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ def _run_metrics(
     rows: list[dict],
     eval_before: float,
     eval_after: float,
+    shape: ModelShape,
 ) -> RunMetrics:
     losses = [row["loss"] for row in rows]
     args = built.trainer.args
@@ -190,6 +193,10 @@ def _run_metrics(
         train_tokens_per_s=steady["tokens_per_s"],
         train_nonpad_tokens_per_s=steady["nonpad_tokens_per_s"],
         throughput_skipped_steps=steady["skipped_steps"],
+        tokens_seen=built.timer.tokens_seen,
+        train_flops=training_flops_of_counts(
+            shape, built.timer.tokens_seen, built.timer.squared_lengths_seen, spec.method
+        ),
         final_train_loss=losses[-1],
         mean_train_loss=statistics.fmean(losses),
         eval_loss=eval_after,
