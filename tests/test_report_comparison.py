@@ -11,6 +11,7 @@ import math
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 from helpers.comparison import (
     SWEEP_RUN_COUNT,
@@ -24,6 +25,9 @@ from helpers.report import BLOG_RUNS, FIXTURES, blog_config, built_blog_report, 
 
 from ftcompare.errors import FtcompareError
 from ftcompare.report.comparison import learning_rate_text, read_summary
+from ftcompare.report.figures import report_figures
+from ftcompare.report.headline import base_eval_loss
+from ftcompare.report.inputs import load_report_inputs
 
 STAT_LABELS = {  # the at-best table's row labels, without their unit
     "Held-out loss": "eval_loss",
@@ -221,6 +225,25 @@ def test_at_50_runs_the_per_run_detail_folds_away(sweep):
     assert any(fold.find_all("article", cls="prompt") for fold in folds)
     assert any(fold.find_all("figure") for fold in folds)
     assert not comparison_section(dom).find_all("details", cls="per-run")
+
+
+def test_at_50_runs_the_per_run_figures_stay_legible(sweep):
+    _, summary, _, results = sweep
+    names = [run["run"] for run in summary["runs"]]
+    paths = report_paths(results, names, ["base"], None)
+    runs = load_report_inputs(paths, names, {}, "", None, "").runs
+    specs = {spec.name: spec for spec in report_figures(runs, base_eval_loss(runs))[0]}
+    try:
+        loss = specs["training_loss_vs_step"].figure
+        legend = [text.get_text() for text in loss.axes[0].get_legend().get_texts()]
+        assert sorted(legend) == ["LoRA", "QLoRA", "base model: eval loss before training", "full fine-tune"]
+        assert "a colour per method" in specs["training_loss_vs_step"].caption
+        cost = specs["cost_per_run"].figure
+        assert [t.get_text() for t in cost.axes[0].get_yticklabels()] == names  # a labelled row per run
+        assert cost.get_figheight() >= 0.12 * len(names)
+    finally:
+        for spec in specs.values():
+            plt.close(spec.figure)
 
 
 # --------------------------------------------------------------------------------------------
