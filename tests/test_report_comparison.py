@@ -42,6 +42,12 @@ STAT_LABELS = {  # the at-best table's row labels, without their unit
 UNIT_SCALES = {"kJ": 1e3, "EFLOP": 1e18, "PFLOP": 1e15, "TFLOP": 1e12, "GFLOP": 1e9, "MFLOP": 1e6}
 
 
+def stat_key(label: str) -> tuple[str, str]:
+    """("train_samples_per_s", "samples/s") for "Throughput [samples/s]": a measure's key and unit."""
+    name, unit = re.fullmatch(r"(.+) \[(.+)\]", label).groups()
+    return STAT_LABELS.get(name) or {"samples/s": "train_samples_per_s", "tokens/s": "train_tokens_per_s"}[unit], unit
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -114,7 +120,7 @@ def test_each_arms_best_rate_and_the_ratio_of_best_rates_are_stated(sweep):
         said = next(s for s in sentences if s.startswith(f"{arm}: best learning rate"))
         rate = re.search(r"best learning rate (\S+) \(", said).group(1)
         assert math.isclose(float(rate), entry["best_learning_rate"])
-    for comparison in summary["comparisons"]:
+    for comparison in [c for c in summary["comparisons"] if c["metric"] == "eval_loss"]:
         said = next(s for s in sentences if s.startswith(f"{comparison['arm']}'s best learning rate is"))
         ratio, resolution = re.search(r"is ([\d.,]+)× .* factor of ([\d.]+)", said).groups()
         assert math.isclose(float(ratio.replace(",", "")), comparison["learning_rate_ratio"], rel_tol=5e-3)
@@ -126,8 +132,7 @@ def test_at_best_table_equals_the_summary(sweep):
     rows = table_rows(dom, "at-best")
     seen = set()
     for label, cells in rows.items():
-        name, unit = re.fullmatch(r"(.+) \[(.+)\]", label).groups()
-        key = STAT_LABELS.get(name) or {"samples/s": "train_samples_per_s", "tokens/s": "train_tokens_per_s"}[unit]
+        key, unit = stat_key(label)
         seen.add(key)
         for arm, entry in summary["arms"].items():
             assert_stat(cells, f"{arm}:", entry["at_best"][key], f"{arm} {key}", UNIT_SCALES.get(unit, 1.0))
@@ -141,21 +146,59 @@ def test_at_best_table_equals_the_summary(sweep):
         assert f"lr {learning_rate_text(entry['best_learning_rate'])}" in group and f"{n} seeds" in group
 
 
+def comparison_rows(dom) -> list[tuple[str, dict]]:
+    """The comparisons table's rows in order (an arm has a row per measure): (row header, {key: <td>})."""
+    body = dom.find("table", id="comparisons").find("tbody")
+    return [
+        (tr.find("th").text(), {td.attrs["data-key"]: td for td in tr.find_all("td")}) for tr in body.find_all("tr")
+    ]
+
+
 def test_comparisons_table_equals_the_summary(sweep):
     dom, summary, _, _ = sweep
-    rows = table_rows(dom, "comparisons")
-    assert list(rows) == [f"{c['arm']} − {c['reference']}" for c in summary["comparisons"]]
-    for comparison, cells in zip(summary["comparisons"], rows.values()):
-        key = comparison["arm"]
-        assert_stat(cells, "difference_", comparison["difference"], key)
+    rows = comparison_rows(dom)
+    assert [header for header, _ in rows] == [f"{c['arm']} − {c['reference']}" for c in summary["comparisons"]]
+    assert {c["metric"] for c in summary["comparisons"]} == set(next(iter(summary["arms"].values()))["at_best"])
+    for comparison, (_, cells) in zip(summary["comparisons"], rows):
+        key = f"{comparison['arm']} {comparison['metric']}"
+        measure, unit = stat_key(shown(cells["metric"]))
+        assert measure == comparison["metric"], key
+        assert_stat(cells, "difference_", comparison["difference"], key, UNIT_SCALES.get(unit, 1.0))
         for part in ("t", "p", "df"):
-            assert float(cells[f"welch_{part}"].attrs["data-value"]) == pytest.approx(comparison["welch"][part])
+            assert_cell(cells[f"welch_{part}"], comparison["welch"][part], f"{key} {part}")
         assert_cell(cells["n_arm"], comparison["n"][0], key)
         assert_cell(cells["n_reference"], comparison["n"][1], key)
-        assert_shows(cells["learning_rate_ratio"], comparison["learning_rate_ratio"], key)
-        assert_shows(cells["ratio_resolution"], comparison["ratio_resolution"], key)
-    verdicts = [li.text() for li in comparison_section(dom).find("ul", cls="comparison-verdicts").find_all("li")]
-    assert verdicts == [c["verdict"] for c in summary["comparisons"]]
+        if comparison["metric"] == "eval_loss":  # the learning-rate ratio, once per arm
+            assert_shows(cells["learning_rate_ratio"], comparison["learning_rate_ratio"], key)
+            assert_shows(cells["ratio_resolution"], comparison["ratio_resolution"], key)
+        else:
+            assert shown(cells["learning_rate_ratio"]) == ""
+    # the fixture's QLoRA measured no energy: no difference to give
+    energy = next(
+        c for (_, c), s in zip(rows, summary["comparisons"]) if s["arm"] == "qlora" and s["metric"] == "energy_j"
+    )
+    assert shown(energy["difference_mean"]) == "—"
+
+
+def test_the_verdicts_lead_with_the_held_out_loss(sweep):
+    dom, summary, _, _ = sweep
+    section = comparison_section(dom)
+    verdicts = [li.text() for li in section.find("ul", cls="comparison-verdicts").find_all("li")]
+    assert verdicts == [c["verdict"] for c in summary["comparisons"] if c["metric"] == "eval_loss"]
+    others = {
+        li.attrs["data-comparison"]: [item.text() for item in li.find("ul").find_all("li")]
+        for li in section.find("ul", cls="other-verdicts").iter()
+        if li.tag == "li" and "data-comparison" in li.attrs
+    }
+    for pair, sentences in others.items():
+        arm, reference = pair.split(" − ")
+        expected = [
+            c["verdict"]
+            for c in summary["comparisons"]
+            if (c["arm"], c["reference"]) == (arm, reference) and c["metric"] != "eval_loss"
+        ]
+        assert sentences == expected
+    assert len(others) == len({c["arm"] for c in summary["comparisons"]})
 
 
 def test_expected_best_and_every_run_equal_the_summary(sweep):
@@ -306,7 +349,8 @@ def test_without_a_sweep_the_report_says_it_rests_on_one_seed_and_points_to_the_
         rows["Held-out loss [nats/token]"]["lora:mean"], summary["arms"]["lora"]["at_best"]["eval_loss"]["mean"]
     )
     assert shown(rows["Held-out loss [nats/token]"]["lora:ci_low"]) == "—"  # one seed: no interval
-    difference = table_rows(dom, "comparisons")["lora − full"]
+    header, difference = comparison_rows(dom)[0]
+    assert header == "lora − full" and summary["comparisons"][0]["metric"] == "eval_loss"
     assert_shows(difference["difference_mean"], summary["comparisons"][0]["difference"]["mean"])
     assert "data-value" not in difference["welch_p"].attrs
 

@@ -167,7 +167,7 @@ def summary_for(runs: list[dict], reference: str | None = "full", sweep: bool = 
     if reference in arms:
         for arm, entry in arms.items():
             if arm != reference:
-                comparisons.append(_comparison(arm, entry, reference, arms[reference]))
+                comparisons += [_comparison(arm, entry, reference, arms[reference], key) for key in STAT_KEYS]
     keys = list(dict.fromkeys(key for entry in arms.values() for key in entry["config"]))
     fairness = []
     for key in keys:
@@ -197,37 +197,41 @@ def summary_for(runs: list[dict], reference: str | None = "full", sweep: bool = 
     }
 
 
-def _comparison(arm: str, entry: dict, reference: str, ref_entry: dict) -> dict:
-    a, b = entry["at_best"]["eval_loss"]["values"], ref_entry["at_best"]["eval_loss"]["values"]
-    difference = {"mean": statistics.fmean(a) - statistics.fmean(b), "ci_low": None, "ci_high": None}
+def _comparison(arm: str, entry: dict, reference: str, ref_entry: dict, metric: str) -> dict:
+    """The arm against the reference on one measure, as the compare rule writes it (one per measure)."""
+    a, b = entry["at_best"][metric]["values"], ref_entry["at_best"][metric]["values"]
+    difference = {"mean": None, "ci_low": None, "ci_high": None}
     welch = {"t": None, "p": None, "df": None}
-    if len(a) >= 2 and len(b) >= 2:
+    if a and b:
+        difference["mean"] = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) >= 2 and len(b) >= 2 and (statistics.stdev(a) > 0 or statistics.stdev(b) > 0):
         test = scipy.stats.ttest_ind(a, b, equal_var=False)
         interval = test.confidence_interval(CONFIDENCE)
         difference |= {"ci_low": float(interval.low), "ci_high": float(interval.high)}
         welch = {"t": float(test.statistic), "p": float(test.pvalue), "df": float(test.df)}
     steps = [step for step in (entry["grid_step"], ref_entry["grid_step"]) if step is not None]
     names = {"lora": "LoRA", "qlora": "QLoRA", "full": "full fine-tuning"}
-    higher = "higher" if difference["mean"] > 0 else "lower"
+    what = f"At their best learning rates, {names.get(arm, arm)}'s {metric.replace('_', ' ')}"
+    if difference["mean"] is None:
+        verdict = f"{what} cannot be compared with {names.get(reference, reference)}'s: not measured."
+    else:
+        higher = "higher" if difference["mean"] > 0 else "lower"
+        interval = (
+            f" (95% interval {difference['ci_low']:.3g} to {difference['ci_high']:.3g}, {len(a)} and {len(b)} seeds)."
+            if difference["ci_low"] is not None
+            else " (no interval)."
+        )
+        verdict = f"{what} is {abs(difference['mean']):.3g} {higher} than {names.get(reference, reference)}'s{interval}"
     return {
         "arm": arm,
         "reference": reference,
-        "metric": "eval_loss",
+        "metric": metric,
         "difference": difference,
         "welch": welch,
         "n": [len(a), len(b)],
         "learning_rate_ratio": entry["best_learning_rate"] / ref_entry["best_learning_rate"],
         "ratio_resolution": max(steps) if len(steps) == 2 else None,
-        "verdict": (
-            f"At their best learning rates, {names.get(arm, arm)}'s held-out loss is "
-            f"{abs(difference['mean']):.2f} nats {higher} than {names.get(reference, reference)}'s"
-            + (
-                f" (95% interval {difference['ci_low']:.2f} to {difference['ci_high']:.2f}, "
-                f"{len(a)} and {len(b)} seeds)."
-                if difference["ci_low"] is not None
-                else " (one seed: no interval)."
-            )
-        ),
+        "verdict": verdict,
     }
 
 

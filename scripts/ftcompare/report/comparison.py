@@ -106,6 +106,7 @@ class ComparisonSection:
     reference_arm: str | None
     run_count: int
     verdicts: list[str]
+    other_verdicts: dict[str, list[str]]  # "lora − full": the sentences on time, memory, energy, ...
     rate_sentences: list[str]
     notes: list[str]
     learning_rates: list[ArmLearningRates]
@@ -146,7 +147,8 @@ def comparison_section(summary: dict, figures_dir: Path | None, report_dir: Path
         confidence=confidence,
         reference_arm=summary["reference_arm"],
         run_count=len(summary["runs"]),
-        verdicts=[str(c["verdict"]) for c in summary["comparisons"] if c.get("verdict")],
+        verdicts=loss_verdicts(summary),
+        other_verdicts=other_verdicts(summary),
         rate_sentences=rate_sentences(summary),
         notes=[str(note) for note in summary["notes"]],
         learning_rates=[
@@ -278,11 +280,14 @@ def _seeds(n) -> str:
 
 
 def comparisons_table(summary: dict) -> Table:
+    """A row per comparison (arm against the reference, one measure): the difference with its interval,
+    Welch's test, the seeds; on the held-out loss row, the ratio of the best learning rates."""
     confidence = percent(summary["confidence"])
+    rows_by_key = {row.key: row for row in at_best_rows(summary)}
     columns = [
         Column("comparison", "Arm − reference"),
-        Column("metric", "Metric"),
-        *_interval_columns("difference_", "Difference, arm − reference", "nats/token", confidence, decimals=3),
+        Column("metric", "Measure [unit]"),
+        *_interval_columns("difference_", "Difference, arm − reference", "", confidence, significant=3),
         Column("welch_t", "t", decimals=2, group="Welch's t-test"),
         Column("welch_p", "p", significant=2, group="Welch's t-test"),
         Column("welch_df", "df", decimals=1, group="Welch's t-test"),
@@ -299,32 +304,50 @@ def comparisons_table(summary: dict) -> Table:
     ]
     rows = []
     for comparison in summary["comparisons"]:
+        metric = comparison.get("metric") or "eval_loss"
+        stat_row = rows_by_key.get(metric, StatRow(metric, str(metric), "", significant=3))
         difference, welch = comparison.get("difference") or {}, comparison.get("welch") or {}
         n = list(comparison.get("n") or []) + [None, None]
+        on_loss = metric == "eval_loss"
         rows.append(
             [
                 Cell(f"{comparison['arm']} − {comparison['reference']}"),
-                Cell(_metric_name(comparison.get("metric"))),
-                *_stat_cells(difference, 3),
+                Cell(f"{stat_row.label} [{stat_row.unit}]" if stat_row.unit else stat_row.label),
+                *_stat_cells(difference, stat_row.decimals, stat_row.significant, stat_row.scale),
                 Cell(as_number(welch.get("t"))),
                 Cell(as_number(welch.get("p"))),
                 Cell(as_number(welch.get("df"))),
                 Cell(n[0]),
                 Cell(n[1]),
-                Cell(as_number(comparison.get("learning_rate_ratio"))),
-                Cell(as_number(comparison.get("ratio_resolution"))),
+                Cell(as_number(comparison.get("learning_rate_ratio")) if on_loss else ""),
+                Cell(as_number(comparison.get("ratio_resolution")) if on_loss else ""),
             ]
         )
     notes = [
-        f"Difference of the mean held-out losses at each arm's best learning rate, with its {confidence} "
-        "Welch interval; below zero the arm did better than the reference. Welch's t-test does not assume "
-        "equal variances. The learning-rate ratio is known only to within the coarser grid step of the two arms."
+        f"Difference of the means at each arm's best learning rate, with its {confidence} Welch interval: "
+        "for a loss, below zero the arm did better than the reference. Welch's t-test does not assume equal "
+        "variances; with one seed in an arm there is no interval and no test. The learning-rate ratio is "
+        "known only to within the coarser grid step of the two arms."
     ]
     return Table(columns, rows, notes)
 
 
-def _metric_name(metric) -> str:
-    return {"eval_loss": "held-out loss"}.get(metric, str(metric))
+def loss_verdicts(summary: dict) -> list[str]:
+    """The verdict sentences on the held-out loss: the comparison's headline."""
+    return [str(c["verdict"]) for c in summary["comparisons"] if c.get("verdict") and _on_loss(c)]
+
+
+def other_verdicts(summary: dict) -> dict[str, list[str]]:
+    """The verdicts on every other measure (time, memory, energy, ...), per arm."""
+    by_arm: dict[str, list[str]] = {}
+    for comparison in summary["comparisons"]:
+        if comparison.get("verdict") and not _on_loss(comparison):
+            by_arm.setdefault(f"{comparison['arm']} − {comparison['reference']}", []).append(str(comparison["verdict"]))
+    return by_arm
+
+
+def _on_loss(comparison: dict) -> bool:
+    return (comparison.get("metric") or "eval_loss") == "eval_loss"
 
 
 def rate_sentences(summary: dict) -> list[str]:
@@ -341,7 +364,7 @@ def rate_sentences(summary: dict) -> list[str]:
         sentences.append(
             f"{arm}: best learning rate {learning_rate_text(entry.get('best_learning_rate'))} ({grid}{edge})."
         )
-    for comparison in summary["comparisons"]:
+    for comparison in filter(_on_loss, summary["comparisons"]):
         ratio = as_number(comparison.get("learning_rate_ratio"))
         if ratio is None:
             continue
