@@ -18,12 +18,14 @@ from helpers.comparison import (
     built_sweep_report,
     report_paths,
     summary_for,
+    sweep_runs,
     write_compare_outputs,
 )
 from helpers.html import assert_shows, parse_html, shown, table_rows
 from helpers.report import BLOG_RUNS, FIXTURES, blog_config, built_blog_report, run_entry_script, scratch_dir
 
 from ftcompare.errors import FtcompareError
+from ftcompare.report.comparison import comparison_section as comparison_section_of
 from ftcompare.report.comparison import learning_rate_text, read_summary
 from ftcompare.report.figures import report_figures
 from ftcompare.report.headline import base_eval_loss
@@ -390,3 +392,13 @@ def test_a_file_that_is_not_a_compare_summary_is_refused_naming_it(tmp_path):
     path.write_text('{"sweep": NaN}', encoding="utf-8")
     with pytest.raises(FtcompareError, match="summary.json: not valid JSON"):
         read_summary(path)
+
+
+def test_one_arm_and_no_figures_give_a_section_without_a_comparison(tmp_path):
+    summary = summary_for([run for run in sweep_runs() if run["arm"] == "lora"], reference="full")
+    section = comparison_section_of(summary, None, tmp_path)
+    assert summary["reference_arm"] is None and summary["comparisons"] == []
+    assert section.comparisons is None and section.verdicts == [] and section.other_verdicts == {}
+    assert section.rate_sentences == ["lora: best learning rate 3e-3 (of 6 rates from 1e-4 to 3e-2)."]
+    assert section.figures == [] and len(section.missing_figures) == 3 and section.table_files == []
+    assert [arm.arm for arm in section.learning_rates] == ["lora"]
