@@ -19,6 +19,8 @@ def main(smk) -> None:
         plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
+        compare_summary=getattr(smk.input, "compare_summary", None),
+        compare_figures=getattr(smk.input, "compare_figures", None),
     )
     inputs = load_report_inputs(
         paths,

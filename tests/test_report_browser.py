@@ -267,3 +267,113 @@ def test_report_loads_offline_in_chromium(tmp_path):
     width, shot_height = png_size(screenshot.read_bytes())
     assert width == VIEWPORT["width"] and shot_height == height > 3000
     assert screenshot.stat().st_size > 100_000  # a rendered page, not a blank one
+
+
+def open_offline(browser: DevToolsPipe, report: Path, viewport: dict = VIEWPORT) -> str:
+    """A new page showing `report` with the network off; its DevTools session id."""
+    target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Network"):
+        browser.call(f"{domain}.enable", session=session)
+    browser.call(
+        "Network.emulateNetworkConditions",
+        {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1},
+        session=session,
+    )
+    browser.call(
+        "Emulation.setDeviceMetricsOverride", {**viewport, "deviceScaleFactor": 1, "mobile": False}, session=session
+    )
+    navigation = browser.call("Page.navigate", {"url": report.as_uri()}, session=session)
+    assert "errorText" not in navigation, navigation
+    browser.wait_for("Page.loadEventFired")
+    return session
+
+
+# Every fold opened (a reader may open them all), then the boxes measured: the page never scrolls sideways;
+# a table wider than the page scrolls inside its own box, and the comparison's tables need no scrolling at all.
+LAYOUT_PROBE = """
+document.querySelectorAll('details').forEach(d => { d.open = true; });
+const page = document.documentElement.clientWidth;
+const box = e => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right, width: r.width}; };
+JSON.stringify({
+    page: page,
+    scrollWidth: document.documentElement.scrollWidth,
+    headline: box(document.querySelector('#glance h2')),
+    wraps: [...document.querySelectorAll('.table-wrap')].map(w => ({
+        table: w.querySelector('table').id,
+        inComparison: !!w.closest('#comparison'),
+        ...box(w), scrollWidth: w.scrollWidth, clientWidth: w.clientWidth})),
+    blocks: [...document.querySelectorAll('#comparison p, #comparison ul, #glance ul.verdicts, figure')].map(box),
+    figures: [...document.querySelectorAll('#comparison figure img')].map(i => ({
+        loaded: i.complete && i.naturalWidth > 0, width: i.getBoundingClientRect().width,
+        naturalWidth: i.naturalWidth})),
+    images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
+})"""
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_a_50_run_sweep_report_fits_the_page_in_chromium(tmp_path, width):
+    from helpers.comparison import SWEEP_RUN_COUNT, built_sweep_report
+
+    report = built_sweep_report()[0].html
+    viewport = {"width": width, "height": 900}
+    browser = DevToolsPipe(tmp_path / "profile", tmp_path / "chromium.log")
+    try:
+        session = open_offline(browser, report, viewport)
+        layout = json.loads(
+            browser.call("Runtime.evaluate", {"returnByValue": True, "expression": LAYOUT_PROBE}, session=session)[
+                "result"
+            ]["value"]
+        )
+        rows = browser.call(
+            "Runtime.evaluate",
+            {"returnByValue": True, "expression": "document.querySelectorAll('#headline tbody tr').length"},
+            session=session,
+        )["result"]["value"]
+        if os.environ.get("FTCOMPARE_SCREENSHOT_DIR"):
+            metrics = browser.call("Page.getLayoutMetrics", session=session)
+            shot = browser.call(
+                "Page.captureScreenshot",
+                {
+                    "format": "png",
+                    "captureBeyondViewport": True,
+                    "clip": {
+                        "x": 0,
+                        "y": 0,
+                        "width": width,
+                        "height": min(int(metrics["cssContentSize"]["height"]), 16000),
+                        "scale": 1,
+                    },
+                },
+                session=session,
+                timeout=60,
+            )
+            keep = Path(os.environ["FTCOMPARE_SCREENSHOT_DIR"])
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"sweep-report-{width}.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        browser.close()
+
+    page = layout["page"]
+    assert page == width
+    assert layout["scrollWidth"] <= page, f"the page scrolls sideways: {layout['scrollWidth']} > {page}"
+    assert layout["headline"]["right"] <= page
+    assert rows == SWEEP_RUN_COUNT + 1  # every run and the base model, in the opened fold
+    for wrap in layout["wraps"]:
+        assert wrap["left"] >= 0 and wrap["right"] <= page + 0.5, wrap
+        if wrap["inComparison"]:
+            assert wrap["scrollWidth"] <= wrap["clientWidth"] + 1, f"{wrap['table']} needs sideways scrolling"
+    assert {wrap["table"] for wrap in layout["wraps"] if wrap["inComparison"]} >= {
+        "at-best",
+        "comparisons",
+        "fairness",
+        "expected-best",
+        "comparison-runs",
+    }
+    for block in layout["blocks"]:
+        assert block["right"] <= page + 0.5, block
+    assert all(layout["images"]), "an image did not load"
+    assert len(layout["figures"]) == 3
+    for figure in layout["figures"]:
+        # legible: at least ~half a laptop screen wide, and drawn with at least as many pixels as it shows
+        assert figure["loaded"] and figure["width"] >= 480 and figure["naturalWidth"] >= figure["width"], figure

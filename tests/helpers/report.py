@@ -115,6 +115,8 @@ def run_entry_script(paths: ReportInputPaths, runs, config, out: Path):
         "template": str(paths.template),
         "style": str(paths.style),
     }
+    if paths.compare_summary is not None:
+        smk_input |= {"compare_summary": str(paths.compare_summary), "compare_figures": str(paths.compare_figures)}
     spec = {
         "script": str(REPO / "scripts" / "report.py"),
         "log": str(out / "report.log"),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ftcompare.atomic import atomic_path
 from ftcompare.report import costs
+from ftcompare.report.comparison import comparison_section, folds_per_run_detail
 from ftcompare.report.figure_style import FigureFiles, save_figure
 from ftcompare.report.figures import report_figures
 from ftcompare.report.headline import base_eval_loss, headline_table
@@ -49,6 +50,11 @@ def build_report(
     memory_plan = memory_plan_table(runs, inputs.plan)
     generation_summary = generation_summary_table(inputs.generations)
     figure_specs, missing_figures = report_figures(runs, base_eval_loss(runs))
+    comparison = (
+        comparison_section(inputs.comparison, inputs.comparison_figures, out_html.parent)
+        if inputs.comparison is not None
+        else None
+    )
 
     with (
         atomic_path(figures_dir, is_dir=True) as figures_tmp,
@@ -109,6 +115,8 @@ def build_report(
             "provenance": collect_provenance(inputs, command_line, now=now),
             "tables_dir": tables_dir.name,
             "table_files": sorted(table_files),
+            "comparison": comparison,
+            "fold_per_run": folds_per_run_detail(len(runs)),
         }
         html_tmp.write_text(render_html(template, context), encoding="utf-8")
         _readable_by_all(figures_tmp, tables_tmp, html_tmp)

@@ -12,6 +12,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ftcompare.report import costs
+from ftcompare.report.comparison import MANY_RUNS, folds_per_run_detail
 from ftcompare.report.figure_style import (
     BASE_MODEL_COLOR,
     FIGURE_WIDTH_IN,
@@ -69,7 +70,7 @@ def report_figures(runs: list[RunResult], base_eval_loss: float | None) -> tuple
                 utilisation_power_figure(runs),
                 f"No utilisation or power figure: the telemetry of these runs (backend: {backends}) has neither.",
             ),
-            (cost_figure(runs, colors), ""),
+            (cost_figure_by_run(runs) if folds_per_run_detail(len(runs)) else cost_figure(runs, colors), ""),
         ]
     figures = [spec for spec, _ in candidates if spec is not None]
     missing = [why for spec, why in candidates if spec is None]
@@ -81,15 +82,19 @@ def training_loss_figure(runs, x: str, base_eval_loss, colors) -> FigureSpec | N
     if not plotted:
         return None
     figure, axes = plt.subplots(figsize=(FIGURE_WIDTH_IN, 3.0))
+    by_method = folds_per_run_detail(len(plotted))  # many runs: a colour and a legend entry per method
+    method_colors = run_colors(list(dict.fromkeys(str(run.method) for run in plotted)))
     for run in plotted:
         points = run.log_history[[x, "loss"]].dropna()
         axes.plot(
             points[x],
             points["loss"],
-            color=colors[run.name],
-            label=_run_label(run),
-            marker="o" if len(points) <= 40 else None,
+            color=method_colors[str(run.method)] if by_method else colors[run.name],
+            label=(method_name(run.method) or str(run.method)) if by_method else _run_label(run),
+            marker="o" if len(points) <= 40 and not by_method else None,
             markersize=2.5,
+            linewidth=0.8 if by_method else None,
+            alpha=0.6 if by_method else None,
         )
     if base_eval_loss is not None:
         axes.axhline(
@@ -111,7 +116,8 @@ def training_loss_figure(runs, x: str, base_eval_loss, colors) -> FigureSpec | N
         )
     axes.set_ylabel("Training loss [nats/token]")
     axes.xaxis.set_major_formatter(THOUSANDS)
-    handles, _ = axes.get_legend_handles_labels()
+    handles, labels = axes.get_legend_handles_labels()
+    handles = list(dict(zip(labels, handles)).values())  # a method's runs share one entry
     columns = min(len(handles), 3)
     axes.legend(
         handles=_row_major(handles, columns),
@@ -128,6 +134,8 @@ def training_loss_figure(runs, x: str, base_eval_loss, colors) -> FigureSpec | N
         f"{against}. Dashed: the base model's eval loss on the held-out split before training. "
         f"Source: each run's log_history.csv."
     )
+    if by_method:
+        caption += f" With more than {MANY_RUNS} runs, a colour per method rather than per run."
     figure.tight_layout()
     return FigureSpec(name, title, caption, figure)
 
@@ -331,6 +339,48 @@ def cost_figure(runs: list[RunResult], colors) -> FigureSpec:
         "A missing bar means the figure was not measured."
     )
     figure.tight_layout()
+    return FigureSpec("cost_per_run", "Runtime, peak memory and energy per run", caption, figure)
+
+
+def cost_figure_by_run(runs: list[RunResult]) -> FigureSpec:
+    """The cost per run when there are too many runs for labelled bars side by side: a row per run, the
+    three figures side by side, a colour per method."""
+    methods = list(dict.fromkeys(str(run.method) for run in runs))
+    method_colors = run_colors(methods)
+    figure, panels = plt.subplots(1, 3, figsize=(FIGURE_WIDTH_IN, 1.0 + 0.13 * len(runs)), sharey=True)
+    device = [costs.device_memory_peak(run) for run in runs]
+    energy = [costs.energy(run) for run in runs]
+    kinds = sorted({m.kind for m in device if m})
+    columns = [
+        ([run.metrics.train_runtime_s for run in runs], "Training runtime [s]"),
+        ([m.value if m else None for m in device], "Peak memory [MB]"),
+        ([e.value / 1000.0 if e else None for e in energy], "Energy [kJ]"),
+    ]
+    for axes, (values, label) in zip(panels, columns):
+        for position, (run, value) in enumerate(zip(runs, values)):
+            if value is None:
+                axes.text(0, position, " n/a", va="center", fontsize=6, color="#777777")
+            else:
+                axes.barh(position, value, height=0.75, color=method_colors[str(run.method)])
+        axes.set_xlabel(label)
+        axes.xaxis.set_major_formatter(THOUSANDS)
+        axes.grid(axis="y", visible=False)
+    panels[0].set_yticks(range(len(runs)), [run.name for run in runs], fontsize=6)
+    panels[0].set_ylim(len(runs) - 0.4, -0.6)  # the first run on top
+    figure.legend(
+        handles=[Patch(facecolor=method_colors[m], label=method_name(m) or m) for m in methods],
+        loc="upper center",
+        ncol=len(methods),
+        frameon=False,
+        bbox_to_anchor=(0.5, 1.0),
+    )
+    figure.tight_layout(rect=(0, 0, 1, _legend_top(figure, 1)))
+    caption = (
+        "Cost per run, a row per run coloured by method: training runtime (s, from metrics.json), peak memory "
+        "(MB, " + _device_wide_label(kinds) + ") and energy (kJ, from the energy counter or integrated power; "
+        "see the table for each source). n/a: not measured. The comparison section gives each method's mean "
+        "and interval at its best learning rate."
+    )
     return FigureSpec("cost_per_run", "Runtime, peak memory and energy per run", caption, figure)
 
 

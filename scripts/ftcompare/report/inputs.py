@@ -8,6 +8,7 @@ import pandas as pd
 
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
+from ftcompare.report.comparison import read_summary
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
 from ftcompare.strict_json import loads, read_json_object
@@ -60,6 +61,8 @@ class ReportInputs:
     reference: dict
     template: Path
     style: Path
+    comparison: dict | None = None  # results/compare/summary.json (ftcompare.report.comparison reads it)
+    comparison_figures: Path | None = None  # results/compare/figures
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class ReportInputPaths:
     plan: Path
     template: Path
     style: Path
+    compare_summary: Path | None = None
+    compare_figures: Path | None = None
 
 
 def load_report_inputs(
@@ -107,6 +112,8 @@ def load_report_inputs(
         reference=reference or {},
         template=Path(paths.template),
         style=Path(paths.style),
+        comparison=read_summary(Path(paths.compare_summary)) if paths.compare_summary else None,
+        comparison_figures=Path(paths.compare_figures) if paths.compare_figures else None,
     )
 
 
