@@ -19,6 +19,7 @@ def main(smk) -> None:
         plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
+        evaluations=list(getattr(smk.input, "evaluations", [])),
     )
     inputs = load_report_inputs(
         paths,

@@ -1,12 +1,13 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
 ModelGenerations per model, plus the data card, the base model card, the memory plan and the config."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ftcompare.errors import FtcompareError
+from ftcompare.learning import read_evaluation
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
@@ -55,6 +56,7 @@ class ReportInputs:
     reference: dict
     template: Path
     style: Path
+    evaluations: list[dict] = field(default_factory=list)  # results/evaluate/<model>.json, the base first
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ReportInputPaths:
     plan: Path
     template: Path
     style: Path
+    evaluations: list[Path] = field(default_factory=list)
 
 
 def load_report_inputs(
@@ -102,6 +105,7 @@ def load_report_inputs(
         reference=reference or {},
         template=Path(paths.template),
         style=Path(paths.style),
+        evaluations=[read_evaluation(Path(p)) for p in paths.evaluations],
     )
 
 
