@@ -107,8 +107,8 @@ def learning_forgetting_figure(learning: dict[str, LearningForgetting]) -> tuple
             for method, marker in methods_shown.items()
         ]
         axes.legend(handles=handles, frameon=False, loc="best")
-        axes.set_xlabel("Forgetting: run loss − base loss on source sets [nats/token]")
-        axes.set_ylabel("Learning: base loss − run loss on target sets [nats/token]")
+        axes.set_xlabel("Forgetting on the source sets [nats/token]")
+        axes.set_ylabel("Learning on the target sets [nats/token]")
         axes.margins(0.2)
     caption = (
         'Learning against forgetting, after Biderman et al., "LoRA Learns Less and Forgets Less" (TMLR 2024), in '
