@@ -302,8 +302,9 @@ def test_snakemake_report_builds(study):
         names = archive.namelist()
     assert any(name.endswith("report.html") for name in names)
     assert any("metrics.json" in name for name in names)
-    assert any("evaluate" in name and name.endswith("base.json") for name in names)
-    assert any("eval_sets" in name and name.endswith("pretraining.json") for name in names)
+    # Snakemake stores each file as data/raw/<id>/<file name>: the evaluate results and the set's card.
+    assert any(name.endswith("/base.json") for name in names) and any(name.endswith("/full.json") for name in names)
+    assert any(name.endswith("/pretraining.json") for name in names)
 
 
 def test_lint_is_clean():

@@ -57,7 +57,7 @@ def score_eval_sets(model, tokenizer, sets: dict[str, Path], settings: dict, see
         trainer = SeededSFTTrainer(
             model=model,
             args=eval_sft_config(settings, seed, output_dir, device),
-            train_dataset=next(iter(loaded.values())),  # required by TRL; nothing trains
+            train_dataset=next(iter(loaded.values())).select(range(1)),  # required by TRL; nothing trains
             processing_class=tokenizer,
         )
         use_lm_head_loss(trainer, settings)
