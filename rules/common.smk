@@ -179,3 +179,10 @@ def evaluate_inputs(wildcards):
 
 wildcard_constraints:
     eval_set="|".join(map(re.escape, EVAL_SETS)) or "(?!)",
+
+
+def evaluated_checkpoints(wildcards):
+    """The folder of a run's checkpoints when the config keeps them, else "" (none are scored)."""
+    if wildcards.model == "base" or not config["checkpoints"]["keep"]:
+        return ""
+    return f"{RESULTS}/checkpoints/{wildcards.model}"

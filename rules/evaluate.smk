@@ -55,5 +55,7 @@ rule evaluate:
         device=config["device"],
         telemetry=TELEMETRY,
         trust_remote_code=config["trust_remote_code"],
+        # A run's kept checkpoints (checkpoints.keep) are scored too; outside the outputs, like train's.
+        checkpoints=evaluated_checkpoints,
     script:
         "../scripts/evaluate.py"

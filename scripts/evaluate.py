@@ -10,7 +10,7 @@ import time
 
 from ftcompare.atomic import write_json
 from ftcompare.devices import resolve_device, set_cpu_threads
-from ftcompare.evaluation import score_eval_sets
+from ftcompare.evaluation import kept_checkpoints, score_eval_sets
 from ftcompare.generation import load_generation_model
 from ftcompare.telemetry import TelemetrySampler
 
@@ -34,27 +34,40 @@ def main(smk, job_devices):
         job=f"evaluate {model_name}",
         job_devices=job_devices.record(),
     ) as sampler:
-        sampler.set_phase("load")
-        # As generation loads it (a LoRA adapter merged), in the dtype the runs trained in.
-        model, tokenizer = load_generation_model(
-            smk.input.base_model,
-            smk.input.get("run_model"),
-            smk.params.method,
-            True,
-            smk.params.dtype,
-            smk.params.trust_remote_code,
-            device,
-            smk.params.quantization or None,
-        )
-        sampler.set_phase("eval")
-        scores = score_eval_sets(model, tokenizer, sets, smk.params.settings, smk.params.seed, device)
+
+        def score(run_model):
+            sampler.set_phase("load")
+            # As generation loads it (a LoRA adapter merged), in the dtype the runs trained in.
+            model, tokenizer = load_generation_model(
+                smk.input.base_model,
+                run_model,
+                smk.params.method,
+                True,
+                smk.params.dtype,
+                smk.params.trust_remote_code,
+                device,
+                smk.params.quantization or None,
+            )
+            sampler.set_phase("eval")
+            scores = score_eval_sets(model, tokenizer, sets, smk.params.settings, smk.params.seed, device)
+            return str(model.dtype).removeprefix("torch."), {
+                name: {"role": roles[name], **scores[name]} for name in roles
+            }
+
+        dtype, scored = score(smk.input.get("run_model"))
+        # With checkpoints.keep, the run's kept checkpoints too: its path from the base model to where it ended.
+        checkpoints = []
+        for step, folder in kept_checkpoints(smk.params.checkpoints) if smk.params.checkpoints else []:
+            log.info("%s: scoring its checkpoint at step %d (%s)", model_name, step, folder)
+            checkpoints.append({"step": step, "sets": score(folder)[1]})
     result = {
         "model": model_name,
         "method": smk.params.method,
-        "dtype": str(model.dtype).removeprefix("torch."),
+        "dtype": dtype,
         "device": device,
         "settings": smk.params.settings,
-        "sets": {name: {"role": roles[name], **scores[name]} for name in roles},
+        "sets": scored,
+        "checkpoints": checkpoints,
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(smk.output.json, result)

@@ -50,7 +50,7 @@ runpy.run_path(args["script"], init_globals={"snakemake": smk}, run_name="__main
 def study(tmp_path_factory):
     """A tiny base model, a LoRA run trained on it, a source set, and both models' evaluate results."""
     root = make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
-    settings = settings_for("lora")
+    settings = settings_for("lora", save_steps=2)  # checkpoints at steps 2 and 4, kept (train_run removes none)
     metrics, _ = train_run(settings, run_paths(root, root / "lora"), "cpu", "float32", False, {"f": 1}, FakeTelemetry())
     source_texts = [" ".join(f"w{(i * 3 + j) % 40}" for j in range(4 + i % 5)) for i in range(7)]
     pq.write_table(pa.table({"text": source_texts}), root / "source.parquet")
@@ -88,6 +88,7 @@ def run_evaluate(root, model, settings):
             "device": "cpu",
             "telemetry": {"backend": "cpu", "interval_s": 0.1},
             "trust_remote_code": False,
+            "checkpoints": "" if model == "base" else str(root / model / "checkpoints"),
         },
     }
     done = subprocess.run(
@@ -139,6 +140,22 @@ def test_learning_and_forgetting_of_the_lora_run(study):
     assert result.learning == {"heldout": pytest.approx(base["heldout"]["loss"] - lora["heldout"]["loss"])}
     assert result.forgetting == {"general": pytest.approx(lora["general"]["loss"] - base["general"]["loss"])}
     assert result.mean_learning > 0
+
+
+def test_a_run_s_kept_checkpoints_are_scored_oldest_first_and_the_last_is_the_final_model(study):
+    _, _, _, results = study
+    assert results["base"]["checkpoints"] == []
+    checkpoints = results["lora"]["checkpoints"]
+    assert [entry["step"] for entry in checkpoints] == [2, 4]
+    final = results["lora"]["sets"]
+    assert checkpoints[-1]["sets"]["heldout"]["loss"] == pytest.approx(final["heldout"]["loss"], rel=1e-6)
+    assert checkpoints[0]["sets"]["heldout"]["loss"] != pytest.approx(final["heldout"]["loss"], rel=1e-6)
+    assert {name: entry["role"] for name, entry in checkpoints[0]["sets"].items()} == {
+        "heldout": "target",
+        "general": "source",
+    }
+    path = learning_forgetting(results["base"], results["lora"]).checkpoints
+    assert [step for step, _ in path] == [2, 4]
 
 
 def test_the_entry_script_takes_its_gpus_before_any_other_import():

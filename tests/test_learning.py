@@ -104,6 +104,25 @@ def test_the_figure_plots_a_point_per_run_and_the_base_at_the_origin():
     assert "Biderman" in spec.caption
 
 
+def test_kept_checkpoints_get_their_own_learning_and_forgetting_a_table_row_and_a_path_in_the_figure():
+    at_step_2 = evaluation("lora", "lora", heldout=1.75, task2=3.0, wiki=1.5, docs=1.0)
+    lora = {**LORA, "checkpoints": [{"step": 4, "sets": LORA["sets"]}, {"step": 2, "sets": at_step_2["sets"]}]}
+    result = learning_forgetting(BASE, lora)
+    assert [step for step, _ in result.checkpoints] == [2, 4]
+    assert (result.checkpoints[0][1].mean_learning, result.checkpoints[0][1].mean_forgetting) == (0.125, 0.0)
+    learning = learning_by_run([BASE, lora, FULL])
+    table = learning_table([BASE, lora, FULL], learning)
+    models = [table.value(i, "model") for i in range(len(table.rows))]
+    assert models == ["base", "lora @ step 2", "lora @ step 4", "lora", "full"]
+    assert table.value(1, "heldout_learning") == 0.25
+    spec, _ = learning_forgetting_figure(learning)
+    axes = spec.figure.axes[0]
+    path = [line for line in axes.lines if len(line.get_xdata()) > 2]
+    assert len(path) == 1
+    assert list(zip(path[0].get_xdata(), path[0].get_ydata())) == [(0, 0), (0, 0.125), (0.0625, 0.375), (0.0625, 0.375)]
+    assert "checkpoints" in spec.caption
+
+
 def test_no_figure_without_a_source_set_and_a_sentence_saying_why():
     only_targets = [evaluation("base", "base", heldout=2.0), evaluation("lora", "lora", heldout=1.0)]
     spec, why = learning_forgetting_figure(learning_by_run(only_targets))

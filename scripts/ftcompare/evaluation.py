@@ -16,6 +16,7 @@ import datasets
 import transformers
 from trl import SFTConfig
 
+from ftcompare.checkpoints import checkpoint_step, checkpoints_in, is_complete
 from ftcompare.collators import install_collator
 from ftcompare.data_order import SeededSFTTrainer
 from ftcompare.lm_head_loss import use_lm_head_loss
@@ -24,6 +25,15 @@ from ftcompare.speed_options import resolve_bf16
 from ftcompare.trainer_builder import TEXT_COLUMN
 
 log = logging.getLogger("ftcompare.evaluation")
+
+
+def kept_checkpoints(checkpoint_dir) -> list[tuple[int, Path]]:
+    """(step, folder) of each complete checkpoint a finished run kept (checkpoints.keep), oldest first."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    complete = [path for path in checkpoints_in(folder) if is_complete(path)]
+    return sorted((checkpoint_step(path), path) for path in complete)
 
 
 def eval_sft_config(settings: dict, seed: int, output_dir, device: str) -> SFTConfig:

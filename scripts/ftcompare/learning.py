@@ -6,7 +6,7 @@ better); forgetting on a source set = the run's loss minus the base model's (pos
 what the base model handled). Both in nats per token; the base model is the zero of both.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ftcompare.errors import FtcompareError
@@ -39,6 +39,8 @@ class LearningForgetting:
     model: str
     method: str | None
     sets: list[SetChange]
+    # The run's kept checkpoints (checkpoints.keep), oldest first: (step, their learning and forgetting).
+    checkpoints: list[tuple[int, "LearningForgetting"]] = field(default_factory=list)
 
     def _changes(self, role: str) -> dict[str, float | None]:
         return {s.eval_set: s.change for s in self.sets if s.role == role}
@@ -91,7 +93,11 @@ def learning_forgetting(base: dict, run: dict) -> LearningForgetting:
                 f"{run['model']}: rerun the evaluate rule for both"
             )
         changes.append(SetChange(name, role, base_loss, run_loss))
-    return LearningForgetting(run["model"], run.get("method"), changes)
+    checkpoints = [
+        (entry["step"], learning_forgetting(base, {"model": run["model"], "method": run.get("method"), **entry}))
+        for entry in sorted(run.get("checkpoints") or [], key=lambda entry: entry["step"])
+    ]
+    return LearningForgetting(run["model"], run.get("method"), changes, checkpoints)
 
 
 def read_evaluation(path) -> dict:
@@ -100,9 +106,13 @@ def read_evaluation(path) -> dict:
     sets = evaluation.get("sets")
     if not isinstance(evaluation.get("model"), str) or not isinstance(sets, dict):
         raise FtcompareError(f"{path}: not an evaluate result (needs `model` and `sets`)")
-    for name, entry in sets.items():
-        if not isinstance(entry, dict) or entry.get("role") not in ROLES:
-            raise FtcompareError(f"{path}: evaluation set {name!r} has no role (target or source)")
+    checkpoint_sets = [entry.get("sets") for entry in evaluation.get("checkpoints") or []]
+    for scored in [sets, *checkpoint_sets]:
+        if not isinstance(scored, dict):
+            raise FtcompareError(f"{path}: a checkpoint without `sets`")
+        for name, entry in scored.items():
+            if not isinstance(entry, dict) or entry.get("role") not in ROLES:
+                raise FtcompareError(f"{path}: evaluation set {name!r} has no role (target or source)")
     return evaluation
 
 

@@ -44,9 +44,10 @@ def learning_table(evaluations: list[dict], learning: dict[str, LearningForgetti
     ]
     rows = [_row(columns, BASE_MODEL, None, base, {name: 0.0 for name in base}, 0.0, 0.0)]
     for model, result in learning.items():
-        losses = set_losses(by_model[model])
-        changes = {s.eval_set: s.change for s in result.sets}
-        rows.append(_row(columns, model, result.method, losses, changes, result.mean_learning, result.mean_forgetting))
+        checkpoints = {entry["step"]: entry for entry in by_model[model].get("checkpoints") or []}
+        for step, at_step in result.checkpoints:
+            rows.append(_result_row(columns, f"{model} @ step {step}", at_step, set_losses(checkpoints[step])))
+        rows.append(_result_row(columns, model, result, set_losses(by_model[model])))
     notes = [
         "Loss: mean token cross-entropy in nats on each evaluation set, measured as training measures its held-out "
         "loss (results/evaluate/<model>.json). Perplexity is exp(loss).",
@@ -55,6 +56,11 @@ def learning_table(evaluations: list[dict], learning: dict[str, LearningForgetti
         "model handled before fine-tuning). The base model is the zero of both; positive is more.",
     ]
     return Table(columns=columns, rows=rows, notes=notes)
+
+
+def _result_row(columns, label: str, result: LearningForgetting, losses) -> list[Cell]:
+    changes = {s.eval_set: s.change for s in result.sets}
+    return _row(columns, label, result.method, losses, changes, result.mean_learning, result.mean_forgetting)
 
 
 def _row(columns, model, method, losses, changes, mean_learning, mean_forgetting) -> list[Cell]:
@@ -90,6 +96,12 @@ def learning_forgetting_figure(learning: dict[str, LearningForgetting]) -> tuple
             marker = METHOD_MARKERS.get(method, OTHER_MARKER)
             axes.scatter([x], [y], marker=marker, s=42, color=colors[model], edgecolor="black", linewidth=0.5, zorder=4)
             axes.annotate(model, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
+            path = _checkpoint_path(learning[model])
+            if path:
+                # The run's way there: from the base model through its kept checkpoints.
+                xs, ys = zip(*[(0.0, 0.0), *path, (x, y)])
+                axes.plot(xs, ys, color=colors[model], linewidth=0.8, alpha=0.7, zorder=2)
+                axes.scatter(xs[1:-1], ys[1:-1], marker=marker, s=14, color=colors[model], alpha=0.7, zorder=3)
             methods_shown.setdefault(method, marker)
         handles = [
             plt.Line2D([], [], linestyle="", marker="*", markersize=10, color=BASE_MODEL_COLOR, label="base model")
@@ -110,10 +122,26 @@ def learning_forgetting_figure(learning: dict[str, LearningForgetting]) -> tuple
         axes.set_xlabel("Forgetting on the source sets [nats/token]")
         axes.set_ylabel("Learning on the target sets [nats/token]")
         axes.margins(0.2)
+    if any(_checkpoint_path(result) for result in learning.values()):
+        caption_checkpoints = (
+            " Small markers joined by a line: the run's kept checkpoints (checkpoints.keep), from the base model "
+            "to where the run ended."
+        )
+    else:
+        caption_checkpoints = ""
     caption = (
         'Learning against forgetting, after Biderman et al., "LoRA Learns Less and Forgets Less" (TMLR 2024), in '
         "loss: one point per run, the base model at the origin. Up is more learned on the target sets (the mean "
         "over them of the base model's loss minus the run's); right is more forgotten on the source sets (the "
         "mean of the run's loss minus the base model's). Losses from results/evaluate/<model>.json."
-    )
+    ) + caption_checkpoints
     return FigureSpec(FIGURE_NAME, "Learning and forgetting per run", caption, figure), ""
+
+
+def _checkpoint_path(result: LearningForgetting) -> list[tuple[float, float]]:
+    """(forgetting, learning) at each kept checkpoint that has both, oldest first."""
+    return [
+        (at_step.mean_forgetting, at_step.mean_learning)
+        for _, at_step in result.checkpoints
+        if at_step.mean_forgetting is not None and at_step.mean_learning is not None
+    ]
