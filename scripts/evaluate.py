@@ -59,7 +59,10 @@ def main(smk, job_devices):
         checkpoints = []
         for step, folder in kept_checkpoints(smk.params.checkpoints) if smk.params.checkpoints else []:
             log.info("%s: scoring its checkpoint at step %d (%s)", model_name, step, folder)
-            checkpoints.append({"step": step, "sets": score(folder)[1]})
+            try:
+                checkpoints.append({"step": step, "sets": score(folder)[1]})
+            except OSError as error:  # not a model folder (FSDP's sharded checkpoints): the run's point stays
+                log.warning("%s: checkpoint %s left out, it does not load as a model: %s", model_name, folder, error)
     result = {
         "model": model_name,
         "method": smk.params.method,
