@@ -19,6 +19,7 @@ include: "rules/prepare_data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/compare.smk"
+include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 

@@ -116,14 +116,18 @@ def rows(node: dict, schema: dict, path: str):
         yield from children(sub, schema, key_path)
 
 
+# What the user's own keys name, in a mapping whose keys the user names (the rest: runs).
+NAMED_ITEMS = {"eval_sets": "set", "methods": "method"}
+
+
 def children(node: dict, schema: dict, path: str):
     """The keys inside a mapping: named ones, and those of a mapping whose keys the user names."""
     if "properties" in node:
         yield from rows(node, schema, path)
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):
-        placeholder = "<method>" if path.endswith(".methods") else "<run>"
-        yield from rows(resolve(extra, schema), schema, f"{path}.{placeholder}")
+        placeholder = NAMED_ITEMS.get(path.rsplit(".", 1)[-1], "run")
+        yield from rows(resolve(extra, schema), schema, f"{path}.<{placeholder}>")
 
 
 def table(entries) -> list[str]:

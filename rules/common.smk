@@ -172,3 +172,35 @@ def load_mem_mb(wildcards):
 
 def base_model_disk_mb(wildcards):
     return DAG_PLAN.base_model_disk_mb()
+
+
+# Evaluation sets (rules/evaluate.smk): every model that exists before any choice among runs, the base and
+# each run, is scored on the data's held-out split (`heldout`) and on each of eval_sets.
+from ftcompare.eval_sets import eval_set_roles, eval_settings
+
+EVAL_SETS = sorted(config["eval_sets"])
+EVAL_SET_ROLES = eval_set_roles(config["eval_sets"])
+EVALUATED_MODELS = ["base"] + RUNS
+
+
+def evaluate_inputs(wildcards):
+    """The model, and every evaluation set's Parquet file in EVAL_SET_ROLES' order (heldout first)."""
+    inputs = {
+        "base_model": rules.base_model.output.model,
+        "eval_sets": [rules.prepare_data.output.eval]
+        + expand(rules.prepare_eval_set.output.parquet, eval_set=EVAL_SETS),
+    }
+    if wildcards.model != "base":
+        inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
+    return inputs
+
+
+wildcard_constraints:
+    eval_set="|".join(map(re.escape, EVAL_SETS)) or "(?!)",
+
+
+def evaluated_checkpoints(wildcards):
+    """The folder of a run's checkpoints when the config keeps them, else "" (none are scored)."""
+    if wildcards.model == "base" or not config["checkpoints"]["keep"]:
+        return ""
+    return f"{RESULTS}/checkpoints/{wildcards.model}"

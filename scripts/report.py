@@ -21,6 +21,7 @@ def main(smk) -> None:
         style=smk.input.style,
         compare_summary=getattr(smk.input, "compare_summary", None),
         compare_figures=getattr(smk.input, "compare_figures", None),
+        evaluations=list(getattr(smk.input, "evaluations", [])),
     )
     inputs = load_report_inputs(
         paths,

@@ -160,6 +160,55 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file(), run
 
 
+def test_every_model_is_scored_on_every_evaluation_set_and_the_report_shows_learning_and_forgetting(study):
+    results, config = study.workdir / "results", study.config
+    runs = list(config["runs"])
+    roles = {"heldout": "target", **{name: entry["role"] for name, entry in config["eval_sets"].items()}}
+    assert roles == {"heldout": "target", "pretraining": "source"}  # the default: held-out pretraining text
+    card = loads_strict((results / "data" / "eval_sets" / "pretraining.json").read_text())
+    assert card["source"] == "embedded" and card["rows"]["kept"] == 200
+    scored = {}
+    for model in ["base", *runs]:
+        scored[model] = loads_strict((results / "evaluate" / f"{model}.json").read_text())
+        sets = scored[model]["sets"]
+        assert {name: entry["role"] for name, entry in sets.items()} == roles, model
+        assert (
+            sets["pretraining"]["rows"] == 200
+            and sets["heldout"]["rows"] == json.loads((results / "data" / "data_card.json").read_text())["rows"]["eval"]
+        )
+        for entry in sets.values():
+            assert entry["loss"] > 0 and entry["tokens"] > entry["rows"] and entry["perplexity"] > 1
+        assert (results / "evaluate" / f"{model}.telemetry.json").is_file()
+        assert (results / "logs" / "evaluate" / f"{model}.log").is_file()
+        assert (results / "benchmarks" / "evaluate" / f"{model}.tsv").is_file()
+    metrics = {run: json.loads((results / "runs" / run / "metrics.json").read_text()) for run in runs}
+    # The held-out loss is training's own: the base's before training, a LoRA or full run's after it.
+    for run in runs:
+        if config["runs"][run]["method"] != "qlora":
+            base_loss = metrics[run]["eval_loss_before_training"]
+            assert scored["base"]["sets"]["heldout"]["loss"] == pytest.approx(base_loss, rel=1e-3), run
+            assert scored[run]["sets"]["heldout"]["loss"] == pytest.approx(metrics[run]["eval_loss"], rel=1e-3), run
+    # The pretraining text is what the embedded base handled best: its loss there is below the task's.
+    assert scored["base"]["sets"]["pretraining"]["loss"] < scored["base"]["sets"]["heldout"]["loss"]
+
+    tables, figures = results / "report" / "tables", results / "report" / "figures"
+    headline = {row["model"]: row for row in csv.DictReader((tables / "headline.csv").open(encoding="utf-8"))}
+    assert float(headline["base"]["learning"]) == 0 and float(headline["base"]["forgetting"]) == 0
+    base_sets = scored["base"]["sets"]
+    for run in runs:
+        run_sets = scored[run]["sets"]
+        learning = base_sets["heldout"]["loss"] - run_sets["heldout"]["loss"]
+        forgetting = run_sets["pretraining"]["loss"] - base_sets["pretraining"]["loss"]
+        assert float(headline[run]["learning"]) == pytest.approx(learning, abs=1e-3), run
+        assert float(headline[run]["forgetting"]) == pytest.approx(forgetting, abs=1e-3), run
+    per_set = list(csv.DictReader((tables / "learning_forgetting.csv").open(encoding="utf-8")))
+    assert [row["model"] for row in per_set] == ["base", *runs]
+    assert (tables / "learning_forgetting.tex").read_text().count("\\midrule") >= 1
+    assert all((figures / f"learning_forgetting.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
+    html = (results / "report" / "report.html").read_text()
+    assert 'id="learning-forgetting"' in html and 'id="figure-learning_forgetting"' in html
+
+
 def test_a_finished_run_keeps_its_checkpoints_only_where_the_config_says_so(study):
     keep = study.config["checkpoints"]["keep"]
     for run in study.config["runs"]:
@@ -228,7 +277,7 @@ def test_a_changed_lora_option_reruns_only_that_run_its_generation_the_plan_and_
     (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
     # The plan covers every run and takes seconds; the other runs read it as ancient(), so stay as they are.
-    assert jobs == {"plan": 1, "train": 1, "generate": 1, "report": 1, "all": 1}
+    assert jobs == {"plan": 1, "train": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
     assert "wildcards: run=lora" in plan
     assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")
@@ -253,6 +302,9 @@ def test_snakemake_report_builds(study):
         names = archive.namelist()
     assert any(name.endswith("report.html") for name in names)
     assert any("metrics.json" in name for name in names)
+    # Snakemake stores each file as data/raw/<id>/<file name>: the evaluate results and the set's card.
+    assert any(name.endswith("/base.json") for name in names) and any(name.endswith("/full.json") for name in names)
+    assert any(name.endswith("/pretraining.json") for name in names)
 
 
 def test_lint_is_clean():
@@ -264,7 +316,17 @@ def test_lint_is_clean():
 def test_blog_dag_builds_offline(tmp_path):
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", "config/blog.yaml")
-    assert jobs == {"plan": 1, "base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
+    assert jobs == {
+        "plan": 1,
+        "base_model": 1,
+        "prepare_data": 1,
+        "prepare_eval_set": 1,
+        "train": 3,
+        "generate": 4,
+        "evaluate": 4,
+        "report": 1,
+        "all": 1,
+    }
     assert not (tmp_path / "results").exists()
 
 

@@ -18,6 +18,7 @@ from ftcompare.prompts import PromptsError, load_prompts
 from ftcompare.sweep import add_sweep_runs, select_runs
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
+HELDOUT_SET = "heldout"  # the data's own held-out split, always an evaluation set (role target)
 RUN_NAME_RULE = "letters, digits, '_', '.', '-' (at most 64, not starting with a punctuation mark), and not 'base'"
 
 
@@ -152,6 +153,34 @@ def _check_semantics(config: dict, search_dirs: list[Path], check_packages: bool
                 f"chunked head reads the mask to count tokens); set one of them"
             )
         problems += _strategy_problems(run, training, config["device"])
+    problems += _eval_set_problems(config["eval_sets"])
+    return problems
+
+
+def _eval_set_problems(eval_sets: dict) -> list[str]:
+    """Names the evaluate rule can use, and sources that can be read (the job checks their contents)."""
+    import re
+
+    from ftcompare.data import DataError, source_kind
+
+    problems = []
+    for name, spec in eval_sets.items():
+        if name == HELDOUT_SET or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            problems.append(
+                f"eval_sets: the name {name!r} is not allowed: use letters, digits, '_', '.', '-' (at most 64, "
+                f"not starting with a punctuation mark), and not {HELDOUT_SET!r} (the data's own held-out split)"
+            )
+            continue
+        try:
+            kind = source_kind(spec["source"], f"eval_sets.{name}")
+        except DataError as error:
+            problems.append(str(error).replace(f"eval_sets.{name}.name =", f"eval_sets.{name}.source ="))
+            continue
+        if spec["subset"] is not None and kind != "hub":
+            problems.append(
+                f"eval_sets.{name}.subset = {spec['subset']!r}: only a hub data set has subsets "
+                f"(eval_sets.{name}.source is {kind.replace('_', ' ')}); remove it"
+            )
     return problems
 
 
@@ -224,6 +253,12 @@ def _fill_defaults(instance: dict, node: dict, schema: dict, path: tuple) -> Non
             continue
         if isinstance(instance.get(key), dict):
             _fill_defaults(instance[key], sub, schema, path + (key,))
+    # The entries of a mapping of named items (eval_sets) take their own defaults too.
+    items = node.get("additionalProperties")
+    if isinstance(items, dict):
+        for key, value in instance.items():
+            if key not in node.get("properties", {}) and isinstance(value, dict):
+                _fill_defaults(value, items, schema, path + (key,))
 
 
 def _resolve(node: dict, schema: dict) -> dict:

@@ -61,6 +61,7 @@ class DataSpec:
     max_seq_length: int
     eval_source: "DataSpec | None" = None  # held-out rows from a source of their own (then nothing is split off)
     key: str = "data"  # the config section this spec came from, for messages
+    subset: str | None = None  # a hub data set's configuration (datasets' `name`, e.g. wikitext-2-raw-v1)
 
     @classmethod
     def from_section(cls, data: dict, seed: int, max_seq_length: int) -> "DataSpec":
@@ -153,7 +154,7 @@ def load_texts(spec: DataSpec) -> LoadedData:
         columns, values = _dataset_column(read_data_folder(path, spec.split, spec.key), spec.text_column, where)
     else:
         where = f"hub data set {spec.name!r} (split {spec.split!r})"
-        dataset = load_hub_dataset(spec.name, spec.revision, spec.split, spec.key)
+        dataset = load_hub_dataset(spec.name, spec.revision, spec.split, spec.key, spec.subset)
         revision = resolved_hub_revision(dataset, spec.revision)
         columns, values = _dataset_column(dataset, spec.text_column, where)
     texts = check_text_rows(columns, values, spec.text_column, where)
@@ -330,12 +331,15 @@ def read_data_folder(path: Path, split: str, key: str = "data"):
         ) from None
 
 
-def load_hub_dataset(name: str, revision: str | None, split: str, key: str = "data"):
-    """datasets.load_dataset for a hub id (it uses the hub cache when offline); clear errors when it fails."""
+def load_hub_dataset(name: str, revision: str | None, split: str, key: str = "data", subset: str | None = None):
+    """datasets.load_dataset for a hub id (it uses the hub cache when offline); clear errors when it fails.
+
+    `subset` is the data set's configuration, where it has several (wikitext's wikitext-2-raw-v1)."""
     import datasets
 
+    configuration = {"name": subset} if subset is not None else {}
     try:
-        return datasets.load_dataset(name, revision=revision, split=split)
+        return datasets.load_dataset(name, revision=revision, split=split, **configuration)
     except Exception as error:
         if _is_unknown_split(error):
             raise DataError(f"hub data set {name!r} has no split {split!r} ({key}.split): {_reason(error)}") from None

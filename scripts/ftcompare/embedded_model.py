@@ -13,6 +13,7 @@ import logging
 import math
 import platform
 import random
+import re
 import time
 import warnings
 
@@ -53,6 +54,11 @@ PRETRAINING_MODULES = tuple(
 """.split()
     )
 )
+# Modules whose docs pretraining never sees: the embedded source set (held_out_pretraining_texts), the
+# text on which forgetting is measured. None of them is in the fine-tuning data (embedded_data.STDLIB_MODULES),
+# so fine-tuning cannot teach them either.
+HELD_OUT_MODULES = ("doctest", "http.server", "pdb", "shelve", "socketserver", "subprocess", "unittest.mock")
+MIN_HELD_OUT_WORDS = 8
 
 
 def pretraining_texts() -> list[str]:
@@ -64,17 +70,40 @@ def pretraining_texts() -> list[str]:
     texts = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated aliases (typing.io) warn when touched
-        for module_name in PRETRAINING_MODULES:
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError:  # a stripped-down Python build; the text is then smaller, still fixed
-                continue
-            texts.extend(_docstrings_of(module))
+        texts.extend(
+            _module_docstrings(
+                module_name for module_name in PRETRAINING_MODULES if module_name not in HELD_OUT_MODULES
+            )
+        )
     try:
         from pydoc_data.topics import topics
     except ImportError:
         topics = {}
     texts.extend(topics[key].strip() for key in sorted(topics) if topics[key].strip())
+    return texts
+
+
+def held_out_pretraining_texts() -> list[str]:
+    """Text of the pretraining's kind that pretraining never sees: the paragraphs of HELD_OUT_MODULES'
+    module and class docstrings, in a fixed order, each of at least MIN_HELD_OUT_WORDS words.
+
+    Paragraphs rather than whole docstrings, so that evaluation truncating to max_seq_length keeps most of it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        docs = _module_docstrings(HELD_OUT_MODULES)
+    paragraphs = (part.strip() for doc in docs for part in re.split(r"\n\s*\n", doc))
+    return list(dict.fromkeys(p for p in paragraphs if len(p.split()) >= MIN_HELD_OUT_WORDS))
+
+
+def _module_docstrings(module_names) -> list[str]:
+    texts = []
+    for module_name in module_names:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # a stripped-down Python build; the text is then smaller, still fixed
+            continue
+        texts.extend(_docstrings_of(module))
     return texts
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftcompare.atomic import atomic_path
+from ftcompare.learning import learning_by_run
 from ftcompare.report import costs
 from ftcompare.report.comparison import comparison_section, folds_per_run_detail
 from ftcompare.report.figure_style import FigureFiles, save_figure
@@ -15,6 +16,7 @@ from ftcompare.report.figures import report_figures
 from ftcompare.report.headline import base_eval_loss, headline_table
 from ftcompare.report.inputs import ReportInputs
 from ftcompare.report.latex import table_to_latex
+from ftcompare.report.learning import learning_forgetting_figure, learning_table
 from ftcompare.report.memory_plan import memory_plan_table
 from ftcompare.report.outputs import generation_summary_table, prompt_comparisons
 from ftcompare.report.provenance import collect_provenance
@@ -44,7 +46,8 @@ def build_report(
     out_html, figures_dir, tables_dir = Path(out_html), Path(figures_dir), Path(tables_dir)
     template, style = load_template(inputs.template), inline_style(inputs.style)
     runs = inputs.runs
-    headline = headline_table(runs)
+    learning = learning_by_run(inputs.evaluations)
+    headline = headline_table(runs, learning)
     full = costs.full_fine_tune(runs)
     reference = reference_table(runs, inputs.reference)
     memory_plan = memory_plan_table(runs, inputs.plan)
@@ -55,6 +58,13 @@ def build_report(
         if inputs.comparison is not None
         else None
     )
+    learning_per_set = learning_table(inputs.evaluations, learning) if inputs.evaluations else None
+    if inputs.evaluations:
+        learning_figure, why_not = learning_forgetting_figure(learning)
+        if learning_figure is not None:
+            figure_specs.append(learning_figure)
+        else:
+            missing_figures.append(why_not)
 
     with (
         atomic_path(figures_dir, is_dir=True) as figures_tmp,
@@ -95,6 +105,13 @@ def build_report(
             table_files["reference.tex"] = table_to_latex(
                 reference, f"{inputs.title}: published figures beside this study", "tab:ftcompare-reference"
             )
+        if learning_per_set is not None:
+            table_files["learning_forgetting.csv"] = table_to_csv(learning_per_set)
+            table_files["learning_forgetting.tex"] = table_to_latex(
+                learning_per_set,
+                f"{inputs.title}: loss on each evaluation set, learning and forgetting",
+                "tab:ftcompare-learning-forgetting",
+            )
         for name, text in table_files.items():
             (tables_tmp / name).write_text(text, encoding="utf-8")
 
@@ -109,6 +126,7 @@ def build_report(
             "memory_plan": html_table(memory_plan),
             "reference": html_table(reference) if reference is not None else None,
             "figures": figures,
+            "learning": html_table(learning_per_set) if learning_per_set is not None else None,
             "missing_figures": missing_figures,
             "generation_summary": html_table(generation_summary),
             "prompts": prompt_comparisons(inputs.generations),

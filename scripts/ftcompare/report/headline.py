@@ -80,6 +80,21 @@ def headline_columns(full_name: str | None) -> list[Column]:
     ]
 
 
+LEARNING_COLUMNS = [
+    Column(
+        "learning", "Learning, target sets", "nats/token", decimals=3, group="Learning, forgetting", short="learning"
+    ),
+    Column(
+        "forgetting",
+        "Forgetting, source sets",
+        "nats/token",
+        decimals=3,
+        group="Learning, forgetting",
+        short="forgetting",
+    ),
+]
+
+
 def method_name(method: str | None) -> str | None:
     return METHOD_NAMES.get(method, method) if method else None
 
@@ -96,9 +111,14 @@ def _base_measured(runs: list[RunResult]) -> list[RunResult]:
     return sorted(measured, key=lambda run: run.method == "qlora")
 
 
-def headline_table(runs: list[RunResult]) -> Table:
+def headline_table(runs: list[RunResult], learning: dict | None = None) -> Table:
+    """`learning` ({run: ftcompare.learning.LearningForgetting}, from the evaluate rule) adds the columns
+    Learning and Forgetting (means over the target and the source sets)."""
     full = costs.full_fine_tune(runs)
     columns = headline_columns(full.name if full else None)
+    if learning:
+        at = [column.key for column in columns].index("eval_perplexity") + 1
+        columns[at:at] = LEARNING_COLUMNS
     keys = [column.key for column in columns]
     base_loss = base_eval_loss(runs)
     base = {
@@ -106,11 +126,23 @@ def headline_table(runs: list[RunResult]) -> Table:
         "eval_loss": Cell(base_loss),
         "eval_perplexity": Cell(perplexity(base_loss)),
     }
+    if learning:
+        base.update(learning=Cell(0.0), forgetting=Cell(0.0))
     rows = [[base.get(key, Cell()) for key in keys]]
     for run in runs:
         cells = _run_cells(run, full)
+        if learning and run.name in learning:
+            cells.update(
+                learning=Cell(learning[run.name].mean_learning), forgetting=Cell(learning[run.name].mean_forgetting)
+            )
         rows.append([cells.get(key, Cell()) for key in keys])
-    return Table(columns=columns, rows=rows, notes=_notes(runs, full, base_loss))
+    notes = _notes(runs, full, base_loss)
+    if learning:
+        notes.append(
+            "Learning: the base model's loss minus the run's, averaged over the target sets; forgetting: the "
+            "run's loss minus the base model's, averaged over the source sets (section Learning and forgetting)."
+        )
+    return Table(columns=columns, rows=rows, notes=notes)
 
 
 def _run_cells(run: RunResult, full: RunResult | None) -> dict[str, Cell]:

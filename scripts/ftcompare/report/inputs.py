@@ -1,12 +1,13 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
 ModelGenerations per model, plus the data card, the base model card, the memory plan and the config."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ftcompare.errors import FtcompareError
+from ftcompare.learning import read_evaluation
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
 from ftcompare.report.comparison import read_summary
 from ftcompare.report.numbers import as_number
@@ -63,6 +64,7 @@ class ReportInputs:
     style: Path
     comparison: dict | None = None  # results/compare/summary.json (ftcompare.report.comparison reads it)
     comparison_figures: Path | None = None  # results/compare/figures
+    evaluations: list[dict] = field(default_factory=list)  # results/evaluate/<model>.json, the base first
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class ReportInputPaths:
     style: Path
     compare_summary: Path | None = None
     compare_figures: Path | None = None
+    evaluations: list[Path] = field(default_factory=list)
 
 
 def load_report_inputs(
@@ -114,6 +117,7 @@ def load_report_inputs(
         style=Path(paths.style),
         comparison=read_summary(Path(paths.compare_summary)) if paths.compare_summary else None,
         comparison_figures=Path(paths.compare_figures) if paths.compare_figures else None,
+        evaluations=[read_evaluation(Path(p)) for p in paths.evaluations],
     )
 
 
