@@ -4,6 +4,7 @@ rule report:
         log_history=expand(rules.train.output.log_history, run=RUNS),
         train_telemetry=expand(rules.train.output.telemetry_summary, run=RUNS),
         generations=expand(rules.generate.output.generations, model=MODELS),
+        weights=expand(rules.analyse_weights.output.json, run=RUNS) if WEIGHT_ANALYSIS else [],
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
         plan=rules.plan.output.json,

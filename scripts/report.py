@@ -19,6 +19,7 @@ def main(smk) -> None:
         plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
+        weights=list(smk.input.weights),
     )
     inputs = load_report_inputs(
         paths,

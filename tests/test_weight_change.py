@@ -217,3 +217,70 @@ def test_the_modules_setting_selects_module_types(tiny_models):
     assert sorted({c.module_type for c in full}) == ["down_proj", "v_proj"] and len(full) == 4
     lora = analyse_run(tiny_models / "base", tiny_models / "lora", "lora", settings, "cpu")
     assert [c.module_type for c in lora] == ["v_proj", "v_proj"]
+
+
+# --- the report's section -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weight_report(tiny_models, tmp_path_factory):
+    """The embedded CPU fixture's report, built by scripts/report.py as Snakemake runs it, with an analysis of
+    the tiny LoRA adapter for its two LoRA runs and of the tiny full fine-tune for its full run."""
+    import dataclasses
+
+    from helpers.report import CPU_RUNS, cpu_config, fixture_paths, run_entry_script
+
+    from ftcompare.atomic import write_json
+    from ftcompare.weight_change import analysis_document
+
+    folder = tmp_path_factory.mktemp("analysis")
+    settings = AnalysisSettings()
+    documents = {}
+    for run in CPU_RUNS:
+        method = "full" if run == "full" else "lora"
+        changes = analyse_run(tiny_models / "base", tiny_models / method, method, settings, "cpu")
+        documents[run] = analysis_document(run, method, settings, changes, "cpu", seconds=1.25)
+        write_json(folder / f"{run}.json", documents[run])
+    paths = dataclasses.replace(
+        fixture_paths("embedded_cpu", CPU_RUNS), weights=[folder / f"{run}.json" for run in CPU_RUNS]
+    )
+    out = tmp_path_factory.mktemp("report")
+    done = run_entry_script(paths, CPU_RUNS, cpu_config(), out)
+    assert done.returncode == 0, done.stderr + (out / "report.log").read_text()
+    return out, documents
+
+
+def test_the_report_shows_the_weight_summary_with_the_numbers_of_the_json(weight_report):
+    from helpers.html import assert_shows, parse_html, table_rows
+
+    out, documents = weight_report
+    dom = parse_html(out / "report.html")
+    section = dom.find("section", id="weights")
+    assert "What the weights changed" in section.find("h2").text()
+    rows = table_rows(dom, "weight-summary")
+    assert list(rows) == list(documents)
+    for run, document in documents.items():
+        summary = document["summary"]
+        for key in ("modules", "mean_relative_change", "median_rank90", "total_intruders", "modules_with_intruders"):
+            assert_shows(rows[run][key], summary[key], f"{run} {key}")
+        assert_shows(rows[run]["median_rank90_pct"], 100 * summary["median_rank90_fraction"], run)
+    assert documents["full"]["summary"]["modules"] == 14 and documents["lora"]["summary"]["modules"] == 4
+    assert documents["lora"]["summary"]["median_rank90"] <= R < documents["full"]["summary"]["median_rank90"]
+
+
+def test_the_report_has_the_weight_figures_and_tables_for_a_paper(weight_report):
+    from helpers.html import parse_html
+
+    out, documents = weight_report
+    dom = parse_html(out / "report.html")
+    section = dom.find("section", id="weights")
+    names = ["weight_relative_change", "weight_rank90", "weight_intruders", "weight_change_spectrum"]
+    assert [figure.attrs["id"] for figure in section.find_all("figure")] == [f"figure-{name}" for name in names]
+    for name in names:
+        for suffix in ("pdf", "svg", "png"):
+            assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 0
+    csv_lines = (out / "tables" / "weights.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("run,method,modules,mean_relative_change,median_rank90,")
+    assert [line.split(",")[0] for line in csv_lines[1:]] == list(documents)
+    latex = (out / "tables" / "weights.tex").read_text()
+    assert "\\begin{tabular}" in latex and "lora-r64" in latex

@@ -11,8 +11,11 @@ Three measures, each after a paper that compared LoRA with full fine-tuning this
 Every decomposition runs in float32 on the job's device (float64 for small matrices on the CPU).
 """
 
+import csv
+import io
 import json
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -311,3 +314,54 @@ def analyse_run(
         for name, base, tuned in pairs:
             changes.append(module_change(name, base, tuned, settings, device))
     return changes
+
+
+# --- What results/analysis/{run}.json and .csv hold ----------------------------------------------------------------
+
+BASE_WEIGHTS = {
+    "lora": "the base model's weights",
+    "qlora": "the base model's weights in 4-bit as the run trained on them (quantization), dequantized",
+    "full": "the base model's weights",
+}
+
+
+def analysis_summary(changes: list[ModuleChange]) -> dict:
+    """Per run: the mean relative change, the median rank at the energy share and the intruders in all."""
+    relative = [c.relative_change for c in changes if c.relative_change == c.relative_change]
+    return {
+        "modules": len(changes),
+        "mean_relative_change": sum(relative) / len(relative) if relative else None,
+        "median_rank90": _median([c.rank90 for c in changes]),
+        "median_rank90_fraction": _median([c.rank90_fraction for c in changes]),
+        "total_intruders": sum(c.intruders for c in changes),
+        "modules_with_intruders": sum(c.intruders > 0 for c in changes),
+    }
+
+
+def analysis_document(
+    run: str, method: str, settings: AnalysisSettings, changes: list[ModuleChange], device: str, seconds: float
+) -> dict:
+    return {
+        "run": run,
+        "method": method,
+        "settings": asdict(settings),
+        "base_weights": BASE_WEIGHTS[method],
+        "precision": "float32 (float64 for matrices up to 2^20 elements on the CPU)",
+        "device": device,
+        "seconds": seconds,
+        "summary": analysis_summary(changes),
+        "modules": [asdict(change) for change in changes],
+    }
+
+
+def changes_csv(changes: list[ModuleChange]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for change in changes:
+        writer.writerow({key: "" if value is None else value for key, value in change.csv_row().items()})
+    return buffer.getvalue()
+
+
+def _median(values: list[float]) -> float | None:
+    return float(statistics.median(values)) if values else None

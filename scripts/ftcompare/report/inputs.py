@@ -1,8 +1,9 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
 ModelGenerations per model, plus the data card, the base model card, the memory plan and the config."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -11,6 +12,9 @@ from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
 from ftcompare.strict_json import loads, read_json_object
+
+if TYPE_CHECKING:
+    from ftcompare.report.weights import WeightAnalysis
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class ReportInputs:
     reference: dict
     template: Path
     style: Path
+    weights: list["WeightAnalysis"] = field(default_factory=list)  # results/analysis/<run>.json, run order
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class ReportInputPaths:
     plan: Path
     template: Path
     style: Path
+    weights: list[Path] = field(default_factory=list)  # none when weight_analysis.enabled is false
 
 
 def load_report_inputs(
@@ -86,6 +92,9 @@ def load_report_inputs(
             f"report inputs do not match the {len(runs)} runs {runs}: "
             + ", ".join(f"{name} has {n} files" for name, n in wrong.items())
         )
+    # Imported here: the weights module draws figures, and the figure modules import this one.
+    from ftcompare.report.weights import load_weight_analysis
+
     run_results = [
         load_run(name, Path(m), Path(h), Path(t))
         for name, m, h, t in zip(runs, paths.metrics, paths.log_history, paths.train_telemetry)
@@ -102,6 +111,7 @@ def load_report_inputs(
         reference=reference or {},
         template=Path(paths.template),
         style=Path(paths.style),
+        weights=[load_weight_analysis(Path(p)) for p in paths.weights],
     )
 
 
