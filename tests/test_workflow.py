@@ -160,6 +160,36 @@ def test_every_output_exists_and_holds_sane_values(study):
         assert (results / "benchmarks" / "train" / f"{run}.tsv").is_file(), run
 
 
+def test_every_run_has_its_weight_analysis_and_the_report_shows_it(study):
+    """results/analysis/<run>.csv and .json: the adapted matrices of an adapter run (PEFT's default q_proj and
+    v_proj), every attention and MLP linear of a full run; a change of rank at most r; the report's section."""
+    results, config = study.workdir / "results", study.config
+    layers = config["base_model"]["embedded"]["num_hidden_layers"]
+    for run in config["runs"]:
+        settings = run_settings(config, run)
+        document = json.loads((results / "analysis" / f"{run}.json").read_text())
+        rows = list(csv.DictReader((results / "analysis" / f"{run}.csv").open()))
+        assert document["run"] == run and document["settings"]["k"] == config["weight_analysis"]["k"]
+        assert document["seconds"] > 0 and document["summary"]["modules"] == len(rows) == len(document["modules"])
+        kinds = {row["module_type"] for row in rows}
+        if settings["method"] in ADAPTER_METHODS:
+            assert kinds == {"q_proj", "v_proj"} and len(rows) == 2 * layers, run
+            if not settings["lora"]["use_dora"]:  # DoRA rescales each column of the whole weight
+                assert all(0 < int(row["rank90"]) <= settings["lora"]["r"] for row in rows), run
+        else:
+            assert len(kinds) == 7 and len(rows) == 7 * layers, run
+        assert all(float(row["relative_change"]) > 0 for row in rows), run
+        assert (results / "logs" / "analyse_weights" / f"{run}.log").is_file()
+        assert (results / "benchmarks" / "analyse_weights" / f"{run}.tsv").is_file()
+    html = (results / "report" / "report.html").read_text()
+    assert 'id="weights"' in html and 'id="weight-summary"' in html
+    for name in ("weight_relative_change", "weight_rank90", "weight_intruders", "weight_change_spectrum"):
+        assert f'id="figure-{name}"' in html and (results / "report" / "figures" / f"{name}.pdf").is_file()
+    weights_csv = (results / "report" / "tables" / "weights.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in weights_csv[1:]] == list(config["runs"])
+    assert (results / "report" / "tables" / "weights.tex").is_file()
+
+
 def test_a_finished_run_keeps_its_checkpoints_only_where_the_config_says_so(study):
     keep = study.config["checkpoints"]["keep"]
     for run in study.config["runs"]:
@@ -228,7 +258,7 @@ def test_a_changed_lora_option_reruns_only_that_run_its_generation_the_plan_and_
     (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
     # The plan covers every run and takes seconds; the other runs read it as ancient(), so stay as they are.
-    assert jobs == {"plan": 1, "train": 1, "generate": 1, "report": 1, "all": 1}
+    assert jobs == {"plan": 1, "train": 1, "generate": 1, "analyse_weights": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
     assert "wildcards: run=lora" in plan
     assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")
@@ -253,6 +283,7 @@ def test_snakemake_report_builds(study):
         names = archive.namelist()
     assert any(name.endswith("report.html") for name in names)
     assert any("metrics.json" in name for name in names)
+    assert any(name.endswith(".csv") and "analysis" in name for name in names)
 
 
 def test_lint_is_clean():
@@ -264,7 +295,16 @@ def test_lint_is_clean():
 def test_blog_dag_builds_offline(tmp_path):
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", "config/blog.yaml")
-    assert jobs == {"plan": 1, "base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
+    assert jobs == {
+        "plan": 1,
+        "base_model": 1,
+        "prepare_data": 1,
+        "train": 3,
+        "generate": 4,
+        "analyse_weights": 3,
+        "report": 1,
+        "all": 1,
+    }
     assert not (tmp_path / "results").exists()
 
 
