@@ -40,14 +40,14 @@ def main(smk, job_devices):
     write_json(smk.output.json, document)
     summary = document["summary"]
     log.info(
-        "%s: %d weight matrices in %.1f s on %s: mean relative change %s, median rank at %g of the energy %s, "
-        "%d intruder dimensions",
+        "%s: %d weight matrices in %.1f s on %s: mean relative change %.3g, median rank at %g%% of the energy "
+        "%s, %d intruder dimensions",
         run,
         summary["modules"],
         seconds,
         device,
-        summary["mean_relative_change"],
-        settings.energy,
+        summary["mean_relative_change"] or 0.0,
+        100 * settings.energy,
         summary["median_rank90"],
         summary["total_intruders"],
     )

@@ -283,7 +283,11 @@ def test_snakemake_report_builds(study):
         names = archive.namelist()
     assert any(name.endswith("report.html") for name in names)
     assert any("metrics.json" in name for name in names)
-    assert any(name.endswith(".csv") and "analysis" in name for name in names)
+    # results/analysis/<run>.csv (category Weights), the weight figures and the report's weights table.
+    for run in study.config["runs"]:
+        assert any(name.endswith(f"/{run}.csv") for name in names), run
+    assert any(name.endswith("/weight_rank90.png") for name in names)
+    assert any(name.endswith("/weights.csv") for name in names)
 
 
 def test_lint_is_clean():

@@ -187,6 +187,7 @@ def _per_layer_figure(analyses, colors, column: str, name: str, title: str, unit
             axes_.set_yscale("log")
         if column == "intruders":
             axes_.set_ylim(bottom=0)
+        if column in ("intruders", "rank90") and not log_scale:
             axes_.yaxis.set_major_locator(MaxNLocator(integer=True))
         axes_.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axes_ in axes[-1]:
