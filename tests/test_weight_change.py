@@ -270,6 +270,7 @@ def test_the_report_shows_the_weight_summary_with_the_numbers_of_the_json(weight
 
 def test_the_report_has_the_weight_figures_and_tables_for_a_paper(weight_report):
     from helpers.html import parse_html
+    from test_report_latex import assert_compile_ready
 
     out, documents = weight_report
     dom = parse_html(out / "report.html")
@@ -283,4 +284,5 @@ def test_the_report_has_the_weight_figures_and_tables_for_a_paper(weight_report)
     assert csv_lines[0].startswith("run,method,modules,mean_relative_change,median_rank90,")
     assert [line.split(",")[0] for line in csv_lines[1:]] == list(documents)
     latex = (out / "tables" / "weights.tex").read_text()
-    assert "\\begin{tabular}" in latex and "lora-r64" in latex
+    assert "lora-r64" in latex and latex.isascii()
+    assert_compile_ready(latex)

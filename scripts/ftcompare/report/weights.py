@@ -58,7 +58,7 @@ def weight_summary_table(analyses: list[WeightAnalysis]) -> Table:
         Column("run", "Run"),
         Column("method", "Method"),
         Column("modules", "Weight matrices", "count", decimals=0),
-        Column("mean_relative_change", "Mean relative change", "‖ΔW‖/‖W‖", significant=3),
+        Column("mean_relative_change", "Mean relative change", "ratio", significant=3),
         Column("median_rank90", "Median rank at energy share", "rank", decimals=1),
         Column("median_rank90_pct", "Median rank at energy share", "% of full rank", decimals=2),
         Column("total_intruders", "Intruder dimensions", "count", decimals=0),
@@ -113,7 +113,7 @@ def weight_figures(
                 "relative_change",
                 "weight_relative_change",
                 "Relative weight change per layer",
-                "‖ΔW‖_F / ‖W‖_F",
+                "‖ΔW‖ / ‖W‖ (Frobenius)",
                 "The Frobenius norm of each weight matrix's change over the base weight's, per decoder layer (x) and "
                 "module type (panel), one line per run. LoRA and QLoRA: the adapted matrices, adapter merged; "
                 "full: every attention and MLP linear. " + SOURCE,
@@ -124,7 +124,7 @@ def weight_figures(
                 "rank90",
                 "weight_rank90",
                 f"Rank holding {_percent(energy)} of the change's energy per layer",
-                "rank",
+                f"rank at {_percent(energy)} energy",
                 f"The smallest rank whose largest singular values hold {_percent(energy)} of the squared singular "
                 "values of each matrix's change, per decoder layer and module type, one line per run; after Biderman "
                 'et al., "LoRA Learns Less and Forgets Less" (TMLR 2024), which finds a full fine-tune\'s change '
@@ -136,7 +136,7 @@ def weight_figures(
                 "intruders",
                 "weight_intruders",
                 "Intruder dimensions per layer",
-                "count",
+                "intruder dimensions",
                 f"How many of each tuned matrix's top {k} left singular vectors have an absolute cosine similarity "
                 f"below {epsilon} with every singular vector of the base matrix: intruder dimensions, after "
                 'Shuttleworth et al., "LoRA vs Full Fine-tuning: An Illusion of Equivalence" (2024), who find them '
@@ -157,7 +157,7 @@ def _panels(count: int, height_per_row: float = 1.7):
     columns = min(PANEL_COLUMNS, count)
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(
-        rows, columns, figsize=(FIGURE_WIDTH_IN, 0.7 + height_per_row * rows), squeeze=False, sharex=True
+        rows, columns, figsize=(FIGURE_WIDTH_IN, 0.7 + height_per_row * rows), squeeze=False, sharex=True, sharey=True
     )
     for extra in axes.flat[count:]:
         extra.set_visible(False)
@@ -183,17 +183,18 @@ def _per_layer_figure(analyses, colors, column: str, name: str, title: str, unit
                 markersize=2.5,
             )
         axes_.set_title(module_type)
-        if log_scale:
-            axes_.set_yscale("log")
-        if column == "intruders":
-            axes_.set_ylim(bottom=0)
-        if column in ("intruders", "rank90") and not log_scale:
-            axes_.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes_.xaxis.set_major_locator(MaxNLocator(integer=True))
+    first = axes.flat[0]  # the panels share their axes
+    if log_scale:
+        first.set_yscale("log")
+    if column == "intruders":
+        first.set_ylim(-0.05 * max(1, values.max()), 1.05 * max(1, values.max()))
+    if column in ("intruders", "rank90") and not log_scale:
+        first.yaxis.set_major_locator(MaxNLocator(integer=True))
+    first.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axes_ in axes[-1]:
         axes_.set_xlabel("decoder layer")
     for row in axes:
-        row[0].set_ylabel(f"[{unit}]")
+        row[0].set_ylabel(unit)
     _legend(figure, analyses, colors)
     return FigureSpec(name, title, caption, figure)
 
@@ -221,7 +222,7 @@ def _spectrum_figure(analyses, colors, energy: float) -> FigureSpec:
     for axes_ in axes[-1]:
         axes_.set_xlabel("top singular values")
     for row in axes:
-        row[0].set_ylabel("[% of energy]")
+        row[0].set_ylabel("share of energy [%]")
     _legend(figure, analyses, colors)
     caption = (
         "The share of each weight change's energy (its squared singular values) that its largest i singular values "
