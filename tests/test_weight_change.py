@@ -166,6 +166,14 @@ def tiny_models(tmp_path_factory):
     adapted.save_pretrained(root / "lora")
     tokenizer.save_pretrained(root / "lora")
 
+    torch.manual_seed(2)
+    dora = get_peft_model(
+        tiny_llama(hidden_size=16, num_hidden_layers=2, num_attention_heads=2),
+        LoraConfig(r=R, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False, use_dora=True),
+    )
+    dora.save_pretrained(root / "dora")
+    tokenizer.save_pretrained(root / "dora")
+
     full = tiny_llama(hidden_size=16, num_hidden_layers=2, num_attention_heads=2)
     with torch.no_grad():
         for parameter in full.parameters():
@@ -198,6 +206,37 @@ def test_a_lora_run_merges_as_peft_does(tiny_models):
     expected = relative_change_norm(base_weight, merged.model.layers[0].self_attn.q_proj.weight)
     changes = analyse_run(tiny_models / "base", tiny_models / "lora", "lora", AnalysisSettings(), "cpu")
     assert changes[0].relative_change == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_dora_run_is_merged_as_peft_merges_it(tiny_models):
+    """DoRA rescales each column of the whole merged weight: the change is PEFT's merge, whatever its rank."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_models / "base")
+    base_weight = base.model.layers[1].self_attn.v_proj.weight.detach().clone()
+    merged = PeftModel.from_pretrained(base, tiny_models / "dora").merge_and_unload()
+    expected = relative_change_norm(base_weight, merged.model.layers[1].self_attn.v_proj.weight)
+    changes = analyse_run(tiny_models / "base", tiny_models / "dora", "lora", AnalysisSettings(), "cpu")
+    assert [c.module_type for c in changes] == ["q_proj", "v_proj"] * 2
+    assert changes[-1].relative_change == pytest.approx(expected, rel=1e-5) and expected > 0
+
+
+def test_a_qlora_run_is_compared_with_its_dequantized_4bit_base(tiny_models):
+    """A QLoRA adapter's change is its own B A: measured against the 4-bit base it trained on, dequantized, the
+    change has the adapter's rank, which the quantization error (full rank) would otherwise swamp."""
+    from helpers.tiny_run import settings_for
+
+    quantization = settings_for("qlora")["quantization"]
+    changes = analyse_run(
+        tiny_models / "base", tiny_models / "lora", "qlora", AnalysisSettings(), "cpu", quantization=quantization
+    )
+    assert [c.module_type for c in changes] == ["q_proj", "v_proj"] * 2
+    assert all(0 < c.rank90 <= R for c in changes)
+    lora = analyse_run(tiny_models / "base", tiny_models / "lora", "lora", AnalysisSettings(), "cpu")
+    for quantized, plain in zip(changes, lora):  # the same B A on a slightly different base
+        assert quantized.change_norm == pytest.approx(plain.change_norm, rel=1e-4)
+        assert quantized.base_norm != plain.base_norm
 
 
 def test_a_full_run_pairs_every_attention_and_mlp_linear(tiny_models):
