@@ -2,6 +2,7 @@
 the pairing of a run's weights with the base model's on a tiny Llama, and the report's section."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -325,3 +326,22 @@ def test_the_report_has_the_weight_figures_and_tables_for_a_paper(weight_report)
     latex = (out / "tables" / "weights.tex").read_text()
     assert "lora-r64" in latex and latex.isascii()
     assert_compile_ready(latex)
+
+
+# --- the config -------------------------------------------------------------------------------------------------
+
+
+def test_the_weight_analysis_section_defaults_to_the_papers_settings_and_names_a_bad_key():
+    from conftest import REPO
+    from ftcompare.config import ConfigError, validate_config
+
+    section = validate_config({}, search_dirs=[REPO])["weight_analysis"]
+    assert section == {"enabled": True, "k": 10, "epsilon": 0.5, "energy": 0.9, "modules": None}
+    assert AnalysisSettings.from_config(section) == AnalysisSettings()
+    for bad, message in [
+        ({"epsilon": 2}, "`weight_analysis.epsilon` = 2: must be <= 1"),
+        ({"modules": []}, "`weight_analysis.modules` = []: must not be empty"),
+        ({"modules": ["q proj"]}, "`weight_analysis.modules.0` = 'q proj'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_config({"weight_analysis": bad}, search_dirs=[REPO])
