@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/generate.smk"
 include: "rules/compare.smk"
 include: "rules/evaluate.smk"
+include: "rules/analyse_weights.smk"
 include: "rules/report.smk"
 
 

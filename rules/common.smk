@@ -204,3 +204,29 @@ def evaluated_checkpoints(wildcards):
     if wildcards.model == "base" or not config["checkpoints"]["keep"]:
         return ""
     return f"{RESULTS}/checkpoints/{wildcards.model}"
+# Weight analysis (rules/analyse_weights.smk): each run's weights against the base model's.
+WEIGHT_ANALYSIS = config["weight_analysis"]["enabled"]
+
+
+def analysis_inputs(wildcards):
+    return {
+        "base_model": rules.base_model.output.model,
+        "run_model": expand(rules.train.output.model, run=wildcards.run)[0],
+    }
+
+
+def analysis_params():
+    """The weight_analysis keys the measures depend on (`enabled` only decides whether the rule runs)."""
+    return canonical({k: v for k, v in config["weight_analysis"].items() if k != "enabled"})
+
+
+def analysis_quantization(wildcards):
+    """A qlora run is analysed on the 4-bit base it trained against, dequantized, as it generates."""
+    if config["runs"][wildcards.run]["method"] != "qlora":
+        return {}
+    return canonical(run_settings(config, wildcards.run)["quantization"])
+
+
+def analysis_mem_mb(wildcards):
+    """The model as loaded, and its float32 copy the analysis works on (3x a bfloat16 or float16 load)."""
+    return (1 if config["base_model"]["dtype"] == "float32" else 3) * load_mem_mb(wildcards)

@@ -5,6 +5,7 @@ rule report:
         train_telemetry=expand(rules.train.output.telemetry_summary, run=RUNS),
         generations=expand(rules.generate.output.generations, model=MODELS),
         evaluations=expand(rules.evaluate.output.json, model=EVALUATED_MODELS),
+        weights=expand(rules.analyse_weights.output.json, run=RUNS) if WEIGHT_ANALYSIS else [],
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
         plan=rules.plan.output.json,

@@ -22,6 +22,7 @@ def main(smk) -> None:
         compare_summary=getattr(smk.input, "compare_summary", None),
         compare_figures=getattr(smk.input, "compare_figures", None),
         evaluations=list(getattr(smk.input, "evaluations", [])),
+        weights=list(smk.input.weights),
     )
     inputs = load_report_inputs(
         paths,

@@ -207,6 +207,34 @@ def test_every_model_is_scored_on_every_evaluation_set_and_the_report_shows_lear
     assert all((figures / f"learning_forgetting.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
     html = (results / "report" / "report.html").read_text()
     assert 'id="learning-forgetting"' in html and 'id="figure-learning_forgetting"' in html
+def test_every_run_has_its_weight_analysis_and_the_report_shows_it(study):
+    """results/analysis/<run>.csv and .json: the adapted matrices of an adapter run (PEFT's default q_proj and
+    v_proj), every attention and MLP linear of a full run; a change of rank at most r; the report's section."""
+    results, config = study.workdir / "results", study.config
+    layers = config["base_model"]["embedded"]["num_hidden_layers"]
+    for run in config["runs"]:
+        settings = run_settings(config, run)
+        document = json.loads((results / "analysis" / f"{run}.json").read_text())
+        rows = list(csv.DictReader((results / "analysis" / f"{run}.csv").open()))
+        assert document["run"] == run and document["settings"]["k"] == config["weight_analysis"]["k"]
+        assert document["seconds"] > 0 and document["summary"]["modules"] == len(rows) == len(document["modules"])
+        kinds = {row["module_type"] for row in rows}
+        if settings["method"] in ADAPTER_METHODS:
+            assert kinds == {"q_proj", "v_proj"} and len(rows) == 2 * layers, run
+            if not settings["lora"]["use_dora"]:  # DoRA rescales each column of the whole weight
+                assert all(0 < int(row["rank90"]) <= settings["lora"]["r"] for row in rows), run
+        else:
+            assert len(kinds) == 7 and len(rows) == 7 * layers, run
+        assert all(float(row["relative_change"]) > 0 for row in rows), run
+        assert (results / "logs" / "analyse_weights" / f"{run}.log").is_file()
+        assert (results / "benchmarks" / "analyse_weights" / f"{run}.tsv").is_file()
+    html = (results / "report" / "report.html").read_text()
+    assert 'id="weights"' in html and 'id="weight-summary"' in html
+    for name in ("weight_relative_change", "weight_rank90", "weight_intruders", "weight_change_spectrum"):
+        assert f'id="figure-{name}"' in html and (results / "report" / "figures" / f"{name}.pdf").is_file()
+    weights_csv = (results / "report" / "tables" / "weights.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in weights_csv[1:]] == list(config["runs"])
+    assert (results / "report" / "tables" / "weights.tex").is_file()
 
 
 def test_a_finished_run_keeps_its_checkpoints_only_where_the_config_says_so(study):
@@ -278,6 +306,7 @@ def test_a_changed_lora_option_reruns_only_that_run_its_generation_the_plan_and_
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
     # The plan covers every run and takes seconds; the other runs read it as ancient(), so stay as they are.
     assert jobs == {"plan": 1, "train": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}
+    assert jobs == {"plan": 1, "train": 1, "generate": 1, "analyse_weights": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
     assert "wildcards: run=lora" in plan
     assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")
@@ -305,6 +334,11 @@ def test_snakemake_report_builds(study):
     # Snakemake stores each file as data/raw/<id>/<file name>: the evaluate results and the set's card.
     assert any(name.endswith("/base.json") for name in names) and any(name.endswith("/full.json") for name in names)
     assert any(name.endswith("/pretraining.json") for name in names)
+    # results/analysis/<run>.csv (category Weights), the weight figures and the report's weights table.
+    for run in study.config["runs"]:
+        assert any(name.endswith(f"/{run}.csv") for name in names), run
+    assert any(name.endswith("/weight_rank90.png") for name in names)
+    assert any(name.endswith("/weights.csv") for name in names)
 
 
 def test_lint_is_clean():
@@ -324,6 +358,9 @@ def test_blog_dag_builds_offline(tmp_path):
         "train": 3,
         "generate": 4,
         "evaluate": 4,
+        "train": 3,
+        "generate": 4,
+        "analyse_weights": 3,
         "report": 1,
         "all": 1,
     }

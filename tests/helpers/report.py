@@ -114,6 +114,7 @@ def run_entry_script(paths: ReportInputPaths, runs, config, out: Path):
         "plan": str(paths.plan),
         "template": str(paths.template),
         "style": str(paths.style),
+        "weights": [str(p) for p in paths.weights],
     }
     if paths.compare_summary is not None:
         smk_input |= {"compare_summary": str(paths.compare_summary), "compare_figures": str(paths.compare_figures)}

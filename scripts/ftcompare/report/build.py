@@ -24,6 +24,7 @@ from ftcompare.report.reference import reference_table
 from ftcompare.report.render import HtmlFigure, html_table, inline_style, load_template, png_data_uri, render_html
 from ftcompare.report.table import table_to_csv, transpose
 from ftcompare.report.verdict import run_verdict
+from ftcompare.report.weights import weight_figures, weight_summary_table
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,21 @@ def build_report(
             figure_specs.append(learning_figure)
         else:
             missing_figures.append(why_not)
+    weight_specs, missing_weight_figures = weight_figures(inputs.weights, [run.name for run in runs])
+    weight_summary = weight_summary_table(inputs.weights) if inputs.weights else None
 
     with (
         atomic_path(figures_dir, is_dir=True) as figures_tmp,
         atomic_path(tables_dir, is_dir=True) as tables_tmp,
         atomic_path(out_html) as html_tmp,
     ):
-        figures, saved = [], {}
-        for spec in figure_specs:
+        figures, weight_figure_list, saved = [], [], {}
+        placed = [(spec, figures) for spec in figure_specs] + [(spec, weight_figure_list) for spec in weight_specs]
+        for spec, section in placed:
             files = save_figure(spec.figure, figures_tmp, spec.name)
             names = [Path(path).name for path in (files.pdf, files.svg, files.png)]
             saved[spec.name] = FigureFiles(*(figures_dir / name for name in names))
-            figures.append(
+            section.append(
                 HtmlFigure(
                     spec.name,
                     spec.title,
@@ -112,6 +116,11 @@ def build_report(
                 f"{inputs.title}: loss on each evaluation set, learning and forgetting",
                 "tab:ftcompare-learning-forgetting",
             )
+        if weight_summary is not None:
+            table_files["weights.csv"] = table_to_csv(weight_summary)
+            table_files["weights.tex"] = table_to_latex(
+                weight_summary, f"{inputs.title}: what each run changed in the weights", "tab:ftcompare-weights"
+            )
         for name, text in table_files.items():
             (tables_tmp / name).write_text(text, encoding="utf-8")
 
@@ -128,6 +137,13 @@ def build_report(
             "figures": figures,
             "learning": html_table(learning_per_set) if learning_per_set is not None else None,
             "missing_figures": missing_figures,
+            "weights": {
+                "summary": html_table(weight_summary),
+                "figures": weight_figure_list,
+                "missing_figures": missing_weight_figures,
+            }
+            if weight_summary is not None
+            else None,
             "generation_summary": html_table(generation_summary),
             "prompts": prompt_comparisons(inputs.generations),
             "provenance": collect_provenance(inputs, command_line, now=now),

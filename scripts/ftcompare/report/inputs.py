@@ -3,6 +3,7 @@ ModelGenerations per model, plus the data card, the base model card, the memory 
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -13,6 +14,9 @@ from ftcompare.report.comparison import read_summary
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
 from ftcompare.strict_json import loads, read_json_object
+
+if TYPE_CHECKING:
+    from ftcompare.report.weights import WeightAnalysis
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ReportInputs:
     comparison: dict | None = None  # results/compare/summary.json (ftcompare.report.comparison reads it)
     comparison_figures: Path | None = None  # results/compare/figures
     evaluations: list[dict] = field(default_factory=list)  # results/evaluate/<model>.json, the base first
+    weights: list["WeightAnalysis"] = field(default_factory=list)  # results/analysis/<run>.json, run order
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class ReportInputPaths:
     compare_summary: Path | None = None
     compare_figures: Path | None = None
     evaluations: list[Path] = field(default_factory=list)
+    weights: list[Path] = field(default_factory=list)  # none when weight_analysis.enabled is false
 
 
 def load_report_inputs(
@@ -99,6 +105,9 @@ def load_report_inputs(
             f"report inputs do not match the {len(runs)} runs {runs}: "
             + ", ".join(f"{name} has {n} files" for name, n in wrong.items())
         )
+    # Imported here: the weights module draws figures, and the figure modules import this one.
+    from ftcompare.report.weights import load_weight_analysis
+
     run_results = [
         load_run(name, Path(m), Path(h), Path(t))
         for name, m, h, t in zip(runs, paths.metrics, paths.log_history, paths.train_telemetry)
@@ -118,6 +127,7 @@ def load_report_inputs(
         comparison=read_summary(Path(paths.compare_summary)) if paths.compare_summary else None,
         comparison_figures=Path(paths.compare_figures) if paths.compare_figures else None,
         evaluations=[read_evaluation(Path(p)) for p in paths.evaluations],
+        weights=[load_weight_analysis(Path(p)) for p in paths.weights],
     )
 
 
