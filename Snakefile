@@ -18,6 +18,7 @@ include: "rules/base_model.smk"
 include: "rules/prepare_data.smk"
 include: "rules/train.smk"
 include: "rules/generate.smk"
+include: "rules/lm_eval.smk"
 include: "rules/report.smk"
 
 

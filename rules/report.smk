@@ -7,6 +7,7 @@ rule report:
         data_card=rules.prepare_data.output.card,
         base_model=rules.base_model.output.model,
         plan=rules.plan.output.json,
+        lm_eval=LM_EVAL_RESULTS,
         template=str(WORKFLOW_DIR / "report" / "report.html.j2"),
         style=str(WORKFLOW_DIR / "report" / "style.css"),
         sources=REPORT_SOURCES,

@@ -19,6 +19,7 @@ def main(smk) -> None:
         plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
+        lm_eval=list(smk.input.get("lm_eval") or []),
     )
     inputs = load_report_inputs(
         paths,

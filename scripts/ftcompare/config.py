@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from ftcompare.errors import FtcompareError
-from ftcompare.needed_packages import missing_for_run
+from ftcompare.needed_packages import missing_for_lm_eval, missing_for_run
 from ftcompare.prompts import PromptsError, load_prompts
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
@@ -147,7 +147,21 @@ def _check_semantics(config: dict, search_dirs: list[Path], check_packages: bool
                 f"chunked head reads the mask to count tokens); set one of them"
             )
         problems += _strategy_problems(run, training, config["device"])
+    problems += _lm_eval_problems(config["lm_eval"], search_dirs)
+    if check_packages:
+        problems += missing_for_lm_eval(config["lm_eval"]["tasks"])
     return problems
+
+
+def _lm_eval_problems(section: dict, search_dirs: list[Path]) -> list[str]:
+    """A missing include_path; task names are lm-eval's to judge, in the stage's job (its index is slow)."""
+    include_path = section["include_path"]
+    if include_path is not None and not resolve_path(include_path, search_dirs).is_dir():
+        return [
+            f"lm_eval.include_path = {include_path!r}: no such folder (a folder of lm-eval task YAMLs, "
+            f"like config/lm_eval_tasks)"
+        ]
+    return []
 
 
 def _strategy_problems(run: str, training: dict, device: str) -> list[str]:

@@ -1,13 +1,14 @@
 """The files the report reads, loaded into dataclasses: one RunResult per run, one
 ModelGenerations per model, plus the data card, the base model card, the memory plan and the config."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ftcompare.errors import FtcompareError
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
+from ftcompare.report.lm_eval import ModelTaskResults, load_lm_eval_results
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
 from ftcompare.strict_json import loads, read_json_object
@@ -55,6 +56,7 @@ class ReportInputs:
     reference: dict
     template: Path
     style: Path
+    lm_eval: list[ModelTaskResults] = field(default_factory=list)  # empty: no lm_eval.tasks
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class ReportInputPaths:
     plan: Path
     template: Path
     style: Path
+    lm_eval: list[Path] = field(default_factory=list)  # results/lm_eval/<model>.json, base first
 
 
 def load_report_inputs(
@@ -102,6 +105,7 @@ def load_report_inputs(
         reference=reference or {},
         template=Path(paths.template),
         style=Path(paths.style),
+        lm_eval=load_lm_eval_results(paths.lm_eval),
     )
 
 
