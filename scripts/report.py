@@ -19,7 +19,7 @@ def main(smk) -> None:
         plan=smk.input.plan,
         template=smk.input.template,
         style=smk.input.style,
-        lm_eval=list(smk.input.get("lm_eval") or []),
+        lm_eval=list(getattr(smk.input, "lm_eval", None) or []),
     )
     inputs = load_report_inputs(
         paths,
