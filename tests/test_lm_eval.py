@@ -138,6 +138,7 @@ def results(models, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_each_metric_comes_with_its_standard_error_for_the_base_model_and_the_lora_run(results):
     for model, n in (("base", ITEMS), ("lora", LORA_LIMIT)):
         document = loads_strict((results / f"{model}.json").read_text(encoding="utf-8"))
@@ -161,6 +162,7 @@ def test_each_metric_comes_with_its_standard_error_for_the_base_model_and_the_lo
     assert read_json_object(results / "lora.telemetry.json")["job"] == "lm_eval lora"
 
 
+@pytest.mark.slow
 def test_the_report_tables_each_task_metric_with_its_stderr_and_warns_about_the_limit(results):
     config = blog_config()
     paths = dataclasses.replace(
@@ -194,6 +196,7 @@ def test_the_report_tables_each_task_metric_with_its_stderr_and_warns_about_the_
     assert "python\\_docs\\_continuation" in latex and "REAL METRICS SHOULD NOT BE COMPUTED USING LIMIT" in latex
 
 
+@pytest.mark.slow
 def test_a_task_lm_eval_does_not_know_is_named_before_the_model_is_scored():
     with pytest.raises(FtcompareError) as error:
         run_tasks(None, None, settings(tasks=[TASK, "hellaswagg"]))
@@ -238,6 +241,7 @@ def test_the_default_has_no_tasks_and_the_blog_the_forgetting_suite_with_a_limit
     assert blog_config["lm_eval"]["limit"] == 500
 
 
+@pytest.mark.slow
 def test_the_stage_adds_jobs_only_when_tasks_are_configured(tmp_path):
     copy_workflow(tmp_path)
     assert "lm_eval" not in planned_jobs(tmp_path)
