@@ -10,6 +10,9 @@ from ftcompare.report.numbers import as_number
 from ftcompare.report.table import Cell, Column, Table
 from ftcompare.strict_json import read_json_object
 
+# The second sentence of lm-eval's warning (the first names its --limit flag, which LaTeX would set as "–limit").
+REAL_METRICS = LIMIT_WARNING.split(". ", 1)[1]
+
 
 @dataclass(frozen=True)
 class ModelTaskResults:
@@ -51,8 +54,8 @@ def limit_note(results: list[ModelTaskResults]) -> str | None:
         return None
     rows = " or ".join(str(limit) for limit in limits)
     return (
-        f"Computed on at most {rows} rows per task (lm_eval.limit). lm-eval warns that such results are for "
-        f'testing, not real metrics: "{LIMIT_WARNING}" Set lm_eval.limit: null to score every row.'
+        f"Computed on at most {rows} rows per task (lm_eval.limit), the first rows of each task's split. "
+        f'lm-eval says a limit is for testing: "{REAL_METRICS}" Set lm_eval.limit: null to score every row.'
     )
 
 
