@@ -264,7 +264,16 @@ def test_lint_is_clean():
 def test_blog_dag_builds_offline(tmp_path):
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", "config/blog.yaml")
-    assert jobs == {"plan": 1, "base_model": 1, "prepare_data": 1, "train": 3, "generate": 4, "report": 1, "all": 1}
+    assert jobs == {
+        "plan": 1,
+        "base_model": 1,
+        "prepare_data": 1,
+        "train": 3,
+        "generate": 4,
+        "lm_eval": 4,
+        "report": 1,
+        "all": 1,
+    }
     assert not (tmp_path / "results").exists()
 
 
