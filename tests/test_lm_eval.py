@@ -25,6 +25,7 @@ from helpers.tiny_run import run_paths, settings_for
 from helpers.workflow import copy_workflow, planned_jobs
 
 from conftest import REPO
+from ftcompare import needed_packages
 from ftcompare.atomic import write_json
 from ftcompare.config import ConfigError, config_hash, validate_config
 from ftcompare.embedded_data import build_embedded_texts
@@ -233,6 +234,14 @@ def test_bad_lm_eval_config_is_refused_naming_the_key(section, problem):
     with pytest.raises(ConfigError) as error:
         validate_config({"lm_eval": section}, search_dirs=[REPO])
     assert problem in str(error.value)
+
+
+def test_tasks_without_lm_eval_installed_are_refused_saying_what_to_install(monkeypatch):
+    monkeypatch.setattr(needed_packages, "_installed", lambda module: module != "lm_eval")
+    with pytest.raises(ConfigError) as error:
+        validate_config({"lm_eval": {"tasks": ["hellaswag"]}}, search_dirs=[REPO])
+    assert "lm_eval.tasks: the task benchmarks need the lm_eval package (pip install lm-eval)" in str(error.value)
+    validate_config({"lm_eval": {"tasks": []}}, search_dirs=[REPO])
 
 
 def test_the_default_has_no_tasks_and_the_blog_the_forgetting_suite_with_a_limit(default_config, blog_config):
