@@ -21,6 +21,7 @@ include: "rules/generate.smk"
 include: "rules/compare.smk"
 include: "rules/evaluate.smk"
 include: "rules/analyse_weights.smk"
+include: "rules/lm_eval.smk"
 include: "rules/report.smk"
 
 

@@ -190,6 +190,23 @@ def evaluate_inputs(wildcards):
         "eval_sets": [rules.prepare_data.output.eval]
         + expand(rules.prepare_eval_set.output.parquet, eval_set=EVAL_SETS),
     }
+# The lm_eval stage (rules/lm_eval.smk, docs/lm_eval.md): its tasks, their folder, its inputs and params.
+LM_EVAL_TASKS = config["lm_eval"]["tasks"]
+LM_EVAL_INCLUDE = (
+    os.path.relpath(resolve_path(config["lm_eval"]["include_path"], [Path.cwd(), WORKFLOW_DIR]))
+    if config["lm_eval"]["include_path"]
+    else None
+)
+# A changed local task file reruns the stage.
+LM_EVAL_TASK_FILES = (
+    sorted(str(p) for p in Path(LM_EVAL_INCLUDE).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    if LM_EVAL_INCLUDE
+    else []
+)
+
+
+def lm_eval_inputs(wildcards):
+    inputs = {"base_model": rules.base_model.output.model, "task_files": LM_EVAL_TASK_FILES}
     if wildcards.model != "base":
         inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
     return inputs
@@ -230,3 +247,5 @@ def analysis_quantization(wildcards):
 def analysis_mem_mb(wildcards):
     """The model as loaded, and its float32 copy the analysis works on (3x a bfloat16 or float16 load)."""
     return (1 if config["base_model"]["dtype"] == "float32" else 3) * load_mem_mb(wildcards)
+def lm_eval_params():
+    return canonical({**config["lm_eval"], "include_path": LM_EVAL_INCLUDE})

@@ -11,6 +11,7 @@ rule report:
         plan=rules.plan.output.json,
         compare_summary=rules.compare.output.summary,
         compare_figures=rules.compare.output.figures,
+        lm_eval=LM_EVAL_RESULTS,
         template=str(WORKFLOW_DIR / "report" / "report.html.j2"),
         style=str(WORKFLOW_DIR / "report" / "style.css"),
         sources=REPORT_SOURCES,

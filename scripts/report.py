@@ -23,6 +23,7 @@ def main(smk) -> None:
         compare_figures=getattr(smk.input, "compare_figures", None),
         evaluations=list(getattr(smk.input, "evaluations", [])),
         weights=list(smk.input.weights),
+        lm_eval=list(getattr(smk.input, "lm_eval", None) or []),
     )
     inputs = load_report_inputs(
         paths,

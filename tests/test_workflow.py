@@ -358,9 +358,9 @@ def test_blog_dag_builds_offline(tmp_path):
         "train": 3,
         "generate": 4,
         "evaluate": 4,
-        "train": 3,
-        "generate": 4,
         "analyse_weights": 3,
+        "lm_eval": 4,
+        "compare": 1,
         "report": 1,
         "all": 1,
     }

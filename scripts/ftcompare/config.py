@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from ftcompare.errors import FtcompareError
-from ftcompare.needed_packages import missing_for_run
+from ftcompare.needed_packages import missing_for_lm_eval, missing_for_run
 from ftcompare.prompts import PromptsError, load_prompts
 from ftcompare.sweep import add_sweep_runs, select_runs
 
@@ -153,6 +153,9 @@ def _check_semantics(config: dict, search_dirs: list[Path], check_packages: bool
                 f"chunked head reads the mask to count tokens); set one of them"
             )
         problems += _strategy_problems(run, training, config["device"])
+    problems += _lm_eval_problems(config["lm_eval"], search_dirs)
+    if check_packages:
+        problems += missing_for_lm_eval(config["lm_eval"]["tasks"])
     problems += _eval_set_problems(config["eval_sets"])
     return problems
 
@@ -182,6 +185,17 @@ def _eval_set_problems(eval_sets: dict) -> list[str]:
                 f"(eval_sets.{name}.source is {kind.replace('_', ' ')}); remove it"
             )
     return problems
+
+
+def _lm_eval_problems(section: dict, search_dirs: list[Path]) -> list[str]:
+    """A missing include_path; task names are lm-eval's to judge, in the stage's job (its index is slow)."""
+    include_path = section["include_path"]
+    if include_path is not None and not resolve_path(include_path, search_dirs).is_dir():
+        return [
+            f"lm_eval.include_path = {include_path!r}: no such folder (a folder of lm-eval task YAMLs, "
+            f"like config/lm_eval_tasks)"
+        ]
+    return []
 
 
 def _strategy_problems(run: str, training: dict, device: str) -> list[str]:

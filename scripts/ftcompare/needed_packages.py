@@ -76,3 +76,14 @@ def _installed(module: str) -> bool:
 def _package(package: tuple[str, str]) -> str:
     module, install = package
     return f"the {module} package (pip install {install})"
+
+
+# The lm_eval stage (lm_eval.tasks) runs EleutherAI's lm-evaluation-harness.
+LM_EVAL = ("lm_eval", "lm-eval")
+
+
+def missing_for_lm_eval(tasks: list[str]) -> list[str]:
+    """A line when tasks are configured and lm-eval is not installed."""
+    if tasks and not _installed(LM_EVAL[0]):
+        return [f"lm_eval.tasks: the task benchmarks need {_package(LM_EVAL)}, or lm_eval.tasks: [] to skip them"]
+    return []

@@ -17,6 +17,7 @@ from ftcompare.report.headline import base_eval_loss, headline_table
 from ftcompare.report.inputs import ReportInputs
 from ftcompare.report.latex import table_to_latex
 from ftcompare.report.learning import learning_forgetting_figure, learning_table
+from ftcompare.report.lm_eval import limit_note, lm_eval_table
 from ftcompare.report.memory_plan import memory_plan_table
 from ftcompare.report.outputs import generation_summary_table, prompt_comparisons
 from ftcompare.report.provenance import collect_provenance
@@ -121,6 +122,12 @@ def build_report(
             table_files["weights.tex"] = table_to_latex(
                 weight_summary, f"{inputs.title}: what each run changed in the weights", "tab:ftcompare-weights"
             )
+        task_benchmarks = lm_eval_table(inputs.lm_eval) if inputs.lm_eval else None
+        if task_benchmarks is not None:
+            table_files["lm_eval.csv"] = table_to_csv(task_benchmarks)
+            table_files["lm_eval.tex"] = table_to_latex(
+                task_benchmarks, f"{inputs.title}: task benchmarks (lm-evaluation-harness)", "tab:ftcompare-lm-eval"
+            )
         for name, text in table_files.items():
             (tables_tmp / name).write_text(text, encoding="utf-8")
 
@@ -145,6 +152,8 @@ def build_report(
             if weight_summary is not None
             else None,
             "generation_summary": html_table(generation_summary),
+            "lm_eval": html_table(task_benchmarks) if task_benchmarks is not None else None,
+            "lm_eval_limit_note": limit_note(inputs.lm_eval),
             "prompts": prompt_comparisons(inputs.generations),
             "provenance": collect_provenance(inputs, command_line, now=now),
             "tables_dir": tables_dir.name,

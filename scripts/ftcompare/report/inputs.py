@@ -11,6 +11,7 @@ from ftcompare.errors import FtcompareError
 from ftcompare.learning import read_evaluation
 from ftcompare.metrics import LOG_HISTORY_COLUMNS, RunMetrics, read_metrics
 from ftcompare.report.comparison import read_summary
+from ftcompare.report.lm_eval import ModelTaskResults, load_lm_eval_results
 from ftcompare.report.numbers import as_number
 from ftcompare.report.telemetry import Telemetry, normalise_samples
 from ftcompare.strict_json import loads, read_json_object
@@ -70,6 +71,7 @@ class ReportInputs:
     comparison_figures: Path | None = None  # results/compare/figures
     evaluations: list[dict] = field(default_factory=list)  # results/evaluate/<model>.json, the base first
     weights: list["WeightAnalysis"] = field(default_factory=list)  # results/analysis/<run>.json, run order
+    lm_eval: list[ModelTaskResults] = field(default_factory=list)  # empty: no lm_eval.tasks
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class ReportInputPaths:
     compare_figures: Path | None = None
     evaluations: list[Path] = field(default_factory=list)
     weights: list[Path] = field(default_factory=list)  # none when weight_analysis.enabled is false
+    lm_eval: list[Path] = field(default_factory=list)  # results/lm_eval/<model>.json, base first
 
 
 def load_report_inputs(
@@ -128,6 +131,7 @@ def load_report_inputs(
         comparison_figures=Path(paths.compare_figures) if paths.compare_figures else None,
         evaluations=[read_evaluation(Path(p)) for p in paths.evaluations],
         weights=[load_weight_analysis(Path(p)) for p in paths.weights],
+        lm_eval=load_lm_eval_results(paths.lm_eval),
     )
 
 
