@@ -190,6 +190,8 @@ def evaluate_inputs(wildcards):
         "eval_sets": [rules.prepare_data.output.eval]
         + expand(rules.prepare_eval_set.output.parquet, eval_set=EVAL_SETS),
     }
+
+
 # The lm_eval stage (rules/lm_eval.smk, docs/lm_eval.md): its tasks, their folder, its inputs and params.
 LM_EVAL_TASKS = config["lm_eval"]["tasks"]
 LM_EVAL_INCLUDE = (
@@ -221,6 +223,8 @@ def evaluated_checkpoints(wildcards):
     if wildcards.model == "base" or not config["checkpoints"]["keep"]:
         return ""
     return f"{RESULTS}/checkpoints/{wildcards.model}"
+
+
 # Weight analysis (rules/analyse_weights.smk): each run's weights against the base model's.
 WEIGHT_ANALYSIS = config["weight_analysis"]["enabled"]
 
@@ -247,5 +251,7 @@ def analysis_quantization(wildcards):
 def analysis_mem_mb(wildcards):
     """The model as loaded, and its float32 copy the analysis works on (3x a bfloat16 or float16 load)."""
     return (1 if config["base_model"]["dtype"] == "float32" else 3) * load_mem_mb(wildcards)
+
+
 def lm_eval_params():
     return canonical({**config["lm_eval"], "include_path": LM_EVAL_INCLUDE})

@@ -207,6 +207,8 @@ def test_every_model_is_scored_on_every_evaluation_set_and_the_report_shows_lear
     assert all((figures / f"learning_forgetting.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
     html = (results / "report" / "report.html").read_text()
     assert 'id="learning-forgetting"' in html and 'id="figure-learning_forgetting"' in html
+
+
 def test_every_run_has_its_weight_analysis_and_the_report_shows_it(study):
     """results/analysis/<run>.csv and .json: the adapted matrices of an adapter run (PEFT's default q_proj and
     v_proj), every attention and MLP linear of a full run; a change of rank at most r; the report's section."""
