@@ -15,7 +15,7 @@ rule analyse_weights:
         f"{RESULTS}/benchmarks/analyse_weights/{{run}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: GPU_JOB_THREADS
+    threads: side_by_side_threads
     resources:
         gpu=USES_GPU,
         mem_mb=analysis_mem_mb,

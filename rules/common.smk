@@ -67,6 +67,15 @@ NODE_GPUS = node_gpus(os.environ) if config["device"] != "cpu" else None
 USES_GPU = 0 if NODE_GPUS is None or (config["device"] == "auto" and not NODE_GPUS.devices) else 1
 JOB_THREADS = job_threads(0)
 GPU_JOB_THREADS = job_threads(USES_GPU)
+
+
+def side_by_side_threads(wildcards):
+    """evaluate and analyse_weights, whose times are no figure of the study: on a CPU, half the cores, so that
+    two of these short jobs run side by side; with a GPU, a GPU job's threads."""
+    threads = GPU_JOB_THREADS(wildcards)
+    return threads if USES_GPU else max(1, threads // 2)
+
+
 if USES_GPU and len(NODE_GPUS.devices) > 1 and _given("gpu") is None and workflow.local_exec:
     sys.stderr.write(
         f"ftcompare: {len(NODE_GPUS.devices)} GPUs and no `--resources gpu=N`: GPU jobs run one at a time; "
@@ -190,6 +199,9 @@ def evaluate_inputs(wildcards):
         "eval_sets": [rules.prepare_data.output.eval]
         + expand(rules.prepare_eval_set.output.parquet, eval_set=EVAL_SETS),
     }
+    if wildcards.model != "base":
+        inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
+    return inputs
 
 
 # The lm_eval stage (rules/lm_eval.smk, docs/lm_eval.md): its tasks, their folder, its inputs and params.

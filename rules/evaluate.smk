@@ -40,7 +40,7 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{model}}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: GPU_JOB_THREADS
+    threads: side_by_side_threads
     resources:
         gpu=USES_GPU,
         mem_mb=load_mem_mb,
