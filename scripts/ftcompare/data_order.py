@@ -8,7 +8,9 @@ already does for plain random sampling, gives both runs the same order.
 """
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_utils import has_length
 from trl import SFTTrainer
 
 
@@ -30,7 +32,8 @@ class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
 
 
 class SeededSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer with the group_by_length order seeded by data_seed (else seed) and the epoch."""
+    """TRL's SFTTrainer with the group_by_length order seeded by data_seed (else seed) and the epoch, and the
+    held-out rows evaluated in file order."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
@@ -38,3 +41,11 @@ class SeededSFTTrainer(SFTTrainer):
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
+
+    def _get_eval_sampler(self, eval_dataset):
+        # The eval loss is a mean of batch means, so it depends on which rows share a batch. transformers
+        # groups eval batches by length too, in an order drawn from the seed; in file order instead, every
+        # run and seed measures the base model alike, and the evaluate rule's losses equal training's.
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
