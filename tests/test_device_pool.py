@@ -2,6 +2,7 @@
 ftcompare.node_gpus), driven by fake device lists: concurrent jobs in separate processes get disjoint
 devices, a killed job frees its own, a job waits while every device is held and says by whom."""
 
+import ast
 import json
 import os
 import signal
@@ -296,13 +297,13 @@ def test_the_pool_code_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-@pytest.mark.parametrize("script", ["train.py", "generate.py"])
+@pytest.mark.parametrize("script", ["train.py", "generate.py", "evaluate.py", "analyse_weights.py", "run_lm_eval.py"])
 def test_entry_scripts_take_their_gpus_before_any_other_import(script):
-    lines = [line for line in (REPO / "scripts" / script).read_text().splitlines() if line.strip()]
-    code = [line for line in lines if not line.startswith(("#", '"""'))]
-    assert code[:2] == [
+    module = ast.parse((REPO / "scripts" / script).read_text())
+    statements = module.body[1:] if ast.get_docstring(module) else module.body
+    assert [ast.unparse(statement) for statement in statements[:2]] == [
         "from ftcompare.script_runtime import run_script, take_job_devices",
-        "JOB_DEVICES = take_job_devices(snakemake)  # noqa: F821",
+        "JOB_DEVICES = take_job_devices(snakemake)",
     ]
 
 

@@ -53,8 +53,9 @@ BAD_CONFIGS = [
         "unknown top-level key",
         {"learning_rate": 1e-4},
         [
-            "unknown key `learning_rate`; allowed here: base_model, checkpoints, data, device, generation, lora, "
-            "plan, quantization, report, results_dir, runs, seed, telemetry, training, trust_remote_code\n"
+            "unknown key `learning_rate`; allowed here: base_model, checkpoints, compare, data, device, eval_sets, "
+            "generation, lm_eval, lora, plan, quantization, report, results_dir, runs, seed, select_runs, sweep, "
+            "telemetry, training, trust_remote_code, weight_analysis\n"
         ],
     ),
     (

@@ -284,7 +284,7 @@ def _resolve(node: dict, schema: dict) -> dict:
     return node
 
 
-def _short_list(items: list[str], limit: int = 20) -> str:
+def _short_list(items: list[str], limit: int = 25) -> str:
     """`items` joined, or the first 8 of a longer list (the optimizers); the config's own keys fit whole."""
     if len(items) <= limit:
         return ", ".join(items)
