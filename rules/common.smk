@@ -118,8 +118,9 @@ def best_candidates(wildcards):
     )
 
 
-def generate_inputs(wildcards):
-    inputs = {"base_model": rules.base_model.output.model, "prompts": PROMPTS}
+def model_inputs(wildcards):
+    """What a generate or lm_eval job loads: the base model, and a run's model or a best-<method>'s candidates."""
+    inputs = {"base_model": rules.base_model.output.model}
     if wildcards.model in BEST_MODELS:
         # In the order of best_candidates' (sorted) names: the job picks one by held-out loss.
         inputs["candidate_metrics"] = expand(rules.train.output.metrics, run=BEST_MODELS[wildcards.model])
@@ -127,6 +128,10 @@ def generate_inputs(wildcards):
     elif wildcards.model != "base":
         inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
     return inputs
+
+
+def generate_inputs(wildcards):
+    return {**model_inputs(wildcards), "prompts": PROMPTS}
 
 
 def base_model_params():
@@ -220,10 +225,7 @@ LM_EVAL_TASK_FILES = (
 
 
 def lm_eval_inputs(wildcards):
-    inputs = {"base_model": rules.base_model.output.model, "task_files": LM_EVAL_TASK_FILES}
-    if wildcards.model != "base":
-        inputs["run_model"] = expand(rules.train.output.model, run=wildcards.model)[0]
-    return inputs
+    return {**model_inputs(wildcards), "task_files": LM_EVAL_TASK_FILES}
 
 
 wildcard_constraints:

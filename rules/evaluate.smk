@@ -25,6 +25,9 @@ rule prepare_eval_set:
 rule evaluate:
     input:
         unpack(evaluate_inputs),
+    # Every run is scored, sweep points too (a model that generates is one of the base and the runs, or a best-*).
+    wildcard_constraints:
+        model="|".join(map(re.escape, EVALUATED_MODELS)),
     output:
         json=report(
             f"{RESULTS}/evaluate/{{model}}.json",

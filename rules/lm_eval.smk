@@ -27,6 +27,7 @@ rule lm_eval:
         lm_eval=lm_eval_params(),
         method=run_method,
         quantization=run_quantization,
+        candidates=best_candidates,
         dtype=GENERATION_DTYPE,
         device=config["device"],
         telemetry=TELEMETRY,

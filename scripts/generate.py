@@ -15,7 +15,7 @@ from ftcompare.atomic import atomic_path
 from ftcompare.devices import resolve_device, set_cpu_threads
 from ftcompare.generation import generate_outputs, load_generation_model
 from ftcompare.prompts import load_prompts
-from ftcompare.sweep import best_run
+from ftcompare.sweep import model_to_load
 from ftcompare.telemetry import TelemetrySampler
 
 log = logging.getLogger("ftcompare.generate")
@@ -29,12 +29,7 @@ def main(smk, job_devices):
     settings = smk.params.generation
     prompts = load_prompts(smk.input.prompts)
     telemetry = smk.params.telemetry
-    run_model, quantization, best_of = smk.input.get("run_model"), smk.params.quantization or None, None
-    if smk.params.candidates:
-        best_of = best_run(smk.params.candidates, smk.input.candidate_metrics)
-        run_model = smk.input.candidate_models[list(smk.params.candidates).index(best_of["run"])]
-        quantization = smk.params.candidates[best_of["run"]] or None
-        log.info("%s: run %s, held-out loss %s", model_name, best_of["run"], best_of["eval_loss"])
+    run_model, quantization, best_of = model_to_load(smk)
     with TelemetrySampler(
         smk.output.telemetry,
         smk.output.telemetry_summary,

@@ -15,6 +15,7 @@ from ftcompare.atomic import write_json
 from ftcompare.devices import resolve_device, set_cpu_threads
 from ftcompare.generation import load_generation_model
 from ftcompare.lm_eval_stage import LmEvalSettings, evaluate_model
+from ftcompare.sweep import model_to_load
 from ftcompare.telemetry import TelemetrySampler
 
 log = logging.getLogger("ftcompare.lm_eval")
@@ -37,19 +38,22 @@ def main(smk, job_devices):
     ) as sampler:
         sampler.set_phase("load")
         # As generation loads it: a LoRA adapter merged into the base, a QLoRA one into its dequantized base.
+        run_model, quantization, best_of = model_to_load(smk)
         model, tokenizer = load_generation_model(
             smk.input.base_model,
-            smk.input.get("run_model"),
+            run_model,
             smk.params.method,
             True,
             smk.params.dtype,
             smk.params.trust_remote_code,
             device,
-            smk.params.quantization or None,
+            quantization,
         )
         log.info("%s: lm-eval tasks %s in %s", model_name, settings.tasks, str(model.dtype).removeprefix("torch."))
         sampler.set_phase("evaluate")
         document = evaluate_model(model, tokenizer, settings, model_name, smk.params.method)
+    if best_of is not None:
+        document["best_of"] = best_of
     write_json(smk.output.results, document)
     log.info("%s: task results written to %s", model_name, smk.output.results)
 

@@ -35,6 +35,7 @@ from ftcompare.generation import load_generation_model
 from ftcompare.lm_eval_stage import LIMIT_WARNING, LmEvalSettings, _resolved_data_files, evaluate_model, run_tasks
 from ftcompare.report.build import build_report
 from ftcompare.report.inputs import load_report_inputs
+from ftcompare.report.lm_eval import lm_eval_table, load_lm_eval_results
 from ftcompare.strict_json import read_json_object
 from ftcompare.training import train_run
 
@@ -117,6 +118,7 @@ def results(models, tmp_path_factory):
             "lm_eval": dataclasses.asdict(settings(limit=LORA_LIMIT)),
             "method": "lora",
             "quantization": {},
+            "candidates": {},
             "dtype": "float32",
             "device": "cpu",
             "telemetry": {"backend": "cpu", "interval_s": 0.2},
@@ -161,6 +163,15 @@ def test_each_metric_comes_with_its_standard_error_for_the_base_model_and_the_lo
     log = (results / "lora.log").read_text()
     assert "REAL METRICS SHOULD NOT BE COMPUTED USING LIMIT" in log
     assert read_json_object(results / "lora.telemetry.json")["job"] == "lm_eval lora"
+
+
+def test_a_best_model_s_row_names_the_sweep_point_it_scored(tmp_path):
+    document = {"model": "best-lora", "method": "lora", "requested_tasks": [TASK], "limit": None}
+    document |= {"tasks": {TASK: {"metrics": {"acc": {"value": 0.5, "stderr": 0.1}}, "n_samples": 40}}}
+    document |= {"best_of": {"run": "lora-lr1e-3-s42", "metric": "eval_loss", "eval_loss": 2.0, "candidates": {}}}
+    write_json(tmp_path / "best-lora.json", document)
+    table = lm_eval_table(load_lm_eval_results([tmp_path / "best-lora.json"]))
+    assert [row[0].value for row in table.rows] == ["best-lora (lora-lr1e-3-s42)"]
 
 
 @pytest.mark.slow

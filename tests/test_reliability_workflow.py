@@ -11,7 +11,6 @@ A fake Hugging Face token sits in the environment of every run, and in a login t
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.workflow import SNAKEFILE, offline_env, read_jsonl, snakemake_command, succeeded
+from helpers.workflow import SNAKEFILE, SnakemakeAttempt, offline_env, read_jsonl, snakemake_command, succeeded
 from helpers.workflow import snakemake as run_snakemake
 
 from ftcompare.checkpoints import is_complete
@@ -144,54 +143,12 @@ def test_checkpoints_are_kept_outside_the_outputs_newest_first(reference):
 # --- interrupting a run ----------------------------------------------------------------------------
 
 
-class TrainingAttempt:
-    """One `snakemake` for the run's metrics, started in the background in its own process group."""
+class TrainingAttempt(SnakemakeAttempt):
+    """One `snakemake` for the run's metrics, on one core."""
 
     def __init__(self, workdir: Path, env: dict, name: str, *args: str):
-        self.workdir, self.name = workdir, name
-        log = workdir / TRAIN_LOG
-        self._log_before = log.read_text(encoding="utf-8") if log.exists() else ""
-        self._output = open(workdir / f"snakemake-{name}.out", "w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            snakemake_command(METRICS, "--cores", "1", *args, snakefile=SNAKEFILE),
-            cwd=workdir,
-            env=env,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_until(self, condition, what: str) -> None:
-        """Poll `condition` until it holds; fail if snakemake ends first."""
-        while not condition():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name}: snakemake ended ({self.process.returncode}) before {what}:\n"
-                    f"{self.output()[-4000:]}\n{self.train_log()[-4000:]}"
-                )
-            try:
-                self.process.wait(timeout=0.01)
-            except subprocess.TimeoutExpired:
-                pass
-
-    def signal_group(self, signum: int) -> int:
-        """Send `signum` to snakemake and every process it started (as SLURM or a preemption would)."""
-        os.killpg(self.process.pid, signum)
-        return self.finish()
-
-    def finish(self) -> int:
-        code = self.process.wait(timeout=900)
-        self._output.close()
-        return code
-
-    def output(self) -> str:
-        return (self.workdir / f"snakemake-{self.name}.out").read_text(encoding="utf-8")
-
-    def train_log(self) -> str:
-        """What this attempt's training job wrote to the run's log."""
-        log = self.workdir / TRAIN_LOG
-        text = log.read_text(encoding="utf-8") if log.exists() else ""
-        return text[len(self._log_before) :] if text.startswith(self._log_before) else text
+        command = snakemake_command(METRICS, "--cores", "1", *args, snakefile=SNAKEFILE)
+        super().__init__(workdir, name, command, env, TRAIN_LOG)
 
 
 @dataclass

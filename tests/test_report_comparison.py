@@ -21,6 +21,14 @@ from helpers.comparison import (
     sweep_runs,
     write_compare_outputs,
 )
+from helpers.comparison_html import (
+    UNIT_SCALES,
+    assert_at_best_table_equals_the_summary,
+    assert_cell,
+    assert_comparisons_table_equals_the_summary,
+    assert_stat,
+    comparison_rows,
+)
 from helpers.html import assert_shows, parse_html, shown, table_rows
 from helpers.report import BLOG_RUNS, FIXTURES, blog_config, built_blog_report, run_entry_script, scratch_dir
 
@@ -31,24 +39,6 @@ from ftcompare.report.figures import report_figures
 from ftcompare.report.headline import base_eval_loss
 from ftcompare.report.inputs import load_report_inputs
 
-STAT_LABELS = {  # the at-best table's row labels, without their unit
-    "Held-out loss": "eval_loss",
-    "Final training loss": "final_train_loss",
-    "Mean training loss": "mean_train_loss",
-    "Training runtime": "train_runtime_s",
-    "Peak memory": "peak_memory_mb",
-    "Energy": "energy_j",
-    "Tokens seen": "tokens_seen",
-    "Training compute": "flops",
-}
-UNIT_SCALES = {"kJ": 1e3, "EFLOP": 1e18, "PFLOP": 1e15, "TFLOP": 1e12, "GFLOP": 1e9, "MFLOP": 1e6}
-
-
-def stat_key(label: str) -> tuple[str, str]:
-    """("train_samples_per_s", "samples/s") for "Throughput [samples/s]": a measure's key and unit."""
-    name, unit = re.fullmatch(r"(.+) \[(.+)\]", label).groups()
-    return STAT_LABELS.get(name) or {"samples/s": "train_samples_per_s", "tokens/s": "train_tokens_per_s"}[unit], unit
-
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -58,20 +48,6 @@ def read_json(path: Path):
 def sweep():
     outputs, results = built_sweep_report()
     return parse_html(outputs.html), read_json(results / "compare" / "summary.json"), outputs, results
-
-
-def assert_cell(td, expected, key: str) -> None:
-    """The cell shows `expected` (a number, or nothing when the summary has null)."""
-    if expected is None:
-        assert "data-value" not in td.attrs and shown(td) == "—", key
-    else:
-        assert_shows(td, expected, key)
-
-
-def assert_stat(cells: dict, prefix: str, stat: dict, key: str, scale: float = 1.0) -> None:
-    for part in ("mean", "ci_low", "ci_high"):
-        value = stat[part]
-        assert_cell(cells[f"{prefix}{part}"], None if value is None else value / scale, f"{key} {part}")
 
 
 def comparison_section(dom):
@@ -131,14 +107,7 @@ def test_each_arms_best_rate_and_the_ratio_of_best_rates_are_stated(sweep):
 
 def test_at_best_table_equals_the_summary(sweep):
     dom, summary, _, _ = sweep
-    rows = table_rows(dom, "at-best")
-    seen = set()
-    for label, cells in rows.items():
-        key, unit = stat_key(label)
-        seen.add(key)
-        for arm, entry in summary["arms"].items():
-            assert_stat(cells, f"{arm}:", entry["at_best"][key], f"{arm} {key}", UNIT_SCALES.get(unit, 1.0))
-    assert seen == set(next(iter(summary["arms"].values()))["at_best"])
+    rows = assert_at_best_table_equals_the_summary(dom, summary)
     # QLoRA measured no energy: its cells say so rather than showing a number
     assert shown(rows["Energy [kJ]"]["qlora:mean"]) == "—"
     headers = [th.text() for th in dom.find("table", id="at-best").find_all("th", scope="colgroup")]
@@ -148,33 +117,9 @@ def test_at_best_table_equals_the_summary(sweep):
         assert f"lr {learning_rate_text(entry['best_learning_rate'])}" in group and f"{n} seeds" in group
 
 
-def comparison_rows(dom) -> list[tuple[str, dict]]:
-    """The comparisons table's rows in order (an arm has a row per measure): (row header, {key: <td>})."""
-    body = dom.find("table", id="comparisons").find("tbody")
-    return [
-        (tr.find("th").text(), {td.attrs["data-key"]: td for td in tr.find_all("td")}) for tr in body.find_all("tr")
-    ]
-
-
 def test_comparisons_table_equals_the_summary(sweep):
     dom, summary, _, _ = sweep
-    rows = comparison_rows(dom)
-    assert [header for header, _ in rows] == [f"{c['arm']} − {c['reference']}" for c in summary["comparisons"]]
-    assert {c["metric"] for c in summary["comparisons"]} == set(next(iter(summary["arms"].values()))["at_best"])
-    for comparison, (_, cells) in zip(summary["comparisons"], rows):
-        key = f"{comparison['arm']} {comparison['metric']}"
-        measure, unit = stat_key(shown(cells["metric"]))
-        assert measure == comparison["metric"], key
-        assert_stat(cells, "difference_", comparison["difference"], key, UNIT_SCALES.get(unit, 1.0))
-        for part in ("t", "p", "df"):
-            assert_cell(cells[f"welch_{part}"], comparison["welch"][part], f"{key} {part}")
-        assert_cell(cells["n_arm"], comparison["n"][0], key)
-        assert_cell(cells["n_reference"], comparison["n"][1], key)
-        if comparison["metric"] == "eval_loss":  # the learning-rate ratio, once per arm
-            assert_shows(cells["learning_rate_ratio"], comparison["learning_rate_ratio"], key)
-            assert_shows(cells["ratio_resolution"], comparison["ratio_resolution"], key)
-        else:
-            assert shown(cells["learning_rate_ratio"]) == ""
+    rows = assert_comparisons_table_equals_the_summary(dom, summary)
     # the fixture's QLoRA measured no energy: no difference to give
     energy = next(
         c for (_, c), s in zip(rows, summary["comparisons"]) if s["arm"] == "qlora" and s["metric"] == "energy_j"

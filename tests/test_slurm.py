@@ -33,6 +33,7 @@ import pytest
 import yaml
 from helpers.workflow import (
     SCENARIOS,
+    SnakemakeAttempt,
     copy_workflow,
     offline_env,
     planned_jobs,
@@ -209,61 +210,19 @@ def test_a_train_job_asked_for_one_gpu_gets_it_and_no_other_job_gets_one(study):
 # --- a run interrupted by its time limit, then by the death of its node ------------------------------
 
 
-class Attempt:
-    """One `snakemake` for the run's metrics, in the background, in its own process group."""
+class Attempt(SnakemakeAttempt):
+    """One `snakemake` for the run's metrics through the SLURM profile."""
+
+    poll_s = 0.2
 
     def __init__(self, workdir: Path, name: str, *args: str):
-        self.workdir, self.name = workdir, name
-        log = workdir / TRAIN_LOG
-        self._log_before = log.read_text(encoding="utf-8") if log.exists() else ""
-        self._output = open(workdir / f"snakemake-{name}.out", "w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            snakemake_command(METRICS, *args, "--configfile", "config/long.yaml"),
-            cwd=workdir,
-            env=offline_env(),
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_until(self, condition, what: str, timeout: float = 600):
-        """Poll `condition` until it returns something true; fail if snakemake ends first."""
-        deadline = time.monotonic() + timeout
-        while not (value := condition()):
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name}: snakemake ended ({self.process.returncode}) before {what}:\n{self.tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {what} after {timeout:.0f} s:\n{self.tail()}")
-            time.sleep(0.2)
-        return value
+        command = snakemake_command(METRICS, *args, "--configfile", "config/long.yaml")
+        super().__init__(workdir, name, command, offline_env(), TRAIN_LOG)
 
     def slurm_job(self, rule: str) -> str:
         return self.wait_until(
             lambda: next((job for r, job in submitted(self.output()) if r == rule), None), f"{rule} job submitted"
         )
-
-    def finish(self, timeout: float = 600) -> int:
-        code = self.process.wait(timeout=timeout)
-        self._output.close()
-        return code
-
-    def kill(self) -> int:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        return self.finish()
-
-    def output(self) -> str:
-        return (self.workdir / f"snakemake-{self.name}.out").read_text(encoding="utf-8")
-
-    def train_log(self) -> str:
-        """What this attempt's training job wrote to the run's log."""
-        log = self.workdir / TRAIN_LOG
-        text = log.read_text(encoding="utf-8") if log.exists() else ""
-        return text[len(self._log_before) :] if text.startswith(self._log_before) else text
-
-    def tail(self) -> str:
-        return f"{self.output()[-3000:]}\n--- {TRAIN_LOG}:\n{self.train_log()[-3000:]}"
 
 
 def newest_complete_step(workdir: Path) -> int:
@@ -328,7 +287,7 @@ def run_out_of_time(job: str) -> None:
 def kill_job_and_watcher(attempt: Attempt, job: str) -> None:
     """The node dies: SIGKILL to every process of the job (the batch step's and the job step's, as slurmd lists
     them) and to the snakemake that submitted it (it had run on that node too, or its session went)."""
-    attempt.kill()
+    attempt.signal_group(signal.SIGKILL)
     pids = job_pids(job)
     assert pids, f"job {job} has no processes"
     for pid in pids:
@@ -398,7 +357,7 @@ def interrupted(study, tmp_path_factory):
     finally:
         for attempt in attempts:
             if attempt.process.poll() is None:
-                attempt.kill()
+                attempt.signal_group(signal.SIGKILL)
         jobs = [job for attempt in attempts for _, job in submitted(attempt.output())]
         if jobs:
             command("scancel", *jobs)

@@ -6,6 +6,8 @@ import json
 
 import pytest
 import yaml
+from helpers.comparison_html import assert_at_best_table_equals_the_summary, assert_comparisons_table_equals_the_summary
+from helpers.html import parse_html
 from helpers.workflow import SCENARIOS, copy_workflow, planned_jobs, read_jsonl, snakemake
 from snakemake.utils import update_config
 
@@ -131,6 +133,14 @@ def test_a_changed_grid_value_changes_only_that_point_s_runs():
     assert kept == {"lora-r8-lr3e-4-s42", "lora-r8-lr1e-3-s42"}
     assert all(run_settings(before, run) == run_settings(after, run) for run in kept)
     assert set(swept_runs(after)) - kept == {"lora-r32-lr3e-4-s42", "lora-r32-lr1e-3-s42"}
+
+
+def test_a_swept_method_s_overrides_stay_sparse_so_its_points_keep_the_top_level_settings():
+    sweep = {"methods": {"full": {"learning_rates": [1e-4], "training": {"gradient_accumulation_steps": 2}}}}
+    config = validated(sweep, training={**load_yaml("config.yaml")["training"], "max_steps": 7, "warmup_ratio": 0.2})
+    training = run_settings(config, "full-lr1e-4-s42")["training"]
+    assert training["max_steps"] == 7 and training["warmup_ratio"] == 0.2
+    assert training["gradient_accumulation_steps"] == 2 and training["learning_rate"] == 1e-4
 
 
 def test_a_hand_written_run_takes_its_own_seed_else_the_top_level_one():
@@ -364,48 +374,104 @@ def test_config_blog_sweep_yaml_sweeps_around_the_blog_s_rates_over_config_blog_
     assert f"{lora_hours + full_hours:.1f} MI250-hours" in header
 
 
+TINY_RATES = {"lora": [1e-3, 2e-2], "full": [1e-4, 1e-3]}
+
+
 def tiny_sweep_config(seeds: list[int]) -> dict:
-    """The end-to-end scenario's tiny model and data, with a LoRA sweep of two rates in place of its runs."""
+    """The end-to-end scenario's tiny model and data, with a sweep of LoRA and full fine-tuning at two rates
+    each in place of its runs; no weight analysis (tests/test_weight_change.py covers it)."""
     config = yaml.safe_load((SCENARIOS / "config_default.yaml").read_text(encoding="utf-8"))
     config["select_runs"] = ["sweep"]
-    config["sweep"] = {"seeds": seeds, "methods": {"lora": {"learning_rates": [1e-3, 2e-2]}}}
+    config["sweep"] = {"seeds": seeds, "methods": {m: {"learning_rates": r} for m, r in TINY_RATES.items()}}
     config["training"]["max_steps"] = 4
+    config["weight_analysis"] = {"enabled": False}
     return config
 
 
-def test_a_sweep_trains_each_point_generates_from_the_best_and_adding_a_seed_trains_only_the_new_runs(tmp_path):
+SUMMARY_KEYS = {
+    "confidence",
+    "sweep",
+    "single_seed",
+    "reference_arm",
+    "runs",
+    "arms",
+    "comparisons",
+    "fairness",
+    "notes",
+}
+ARM_KEYS = {"method", "grid", "learning_rates", "best_learning_rate", "best_on_edge", "grid_step", "best_run"}
+ARM_KEYS |= {"at_best", "expected_best", "config"}
+MEASURES = {"eval_loss", "final_train_loss", "mean_train_loss", "train_runtime_s", "train_samples_per_s"}
+MEASURES |= {"train_tokens_per_s", "peak_memory_mb", "energy_j", "tokens_seen", "flops"}
+
+
+def test_a_sweep_trains_each_point_compares_the_methods_and_adding_a_seed_trains_only_the_new_runs(tmp_path):
+    """2 methods x 2 rates x 2 seeds through the real workflow: results/compare/summary.json has every field,
+    the report's comparison section shows its numbers (parsed, cell by cell), each method's best run
+    generates, and a third seed schedules only its own runs."""
     workdir = copy_workflow(tmp_path)
     write = lambda name, config: (workdir / "config" / name).write_text(yaml.safe_dump(config))  # noqa: E731
-    write("sweep.yaml", tiny_sweep_config([7]))
+    write("sweep.yaml", tiny_sweep_config([7, 8]))
     assert planned_jobs(workdir, "--configfile", "config/sweep.yaml") == {
         "base_model": 1,
         "plan": 1,
         "prepare_data": 1,
-        "train": 2,
-        "generate": 2,
+        "prepare_eval_set": 1,
+        "train": 8,
+        "evaluate": 9,
+        "generate": 3,
+        "compare": 1,
         "report": 1,
         "all": 1,
     }
     snakemake(workdir, "--cores", "2", "--configfile", "config/sweep.yaml")
     results = workdir / "results"
-    losses = {}
-    for run, rate in (("lora-lr1e-3-s7", 1e-3), ("lora-lr2e-2-s7", 2e-2)):
-        metrics = json.loads((results / "runs" / run / "metrics.json").read_text())
-        assert metrics["seed"] == 7 and metrics["learning_rate"] == rate
-        losses[run] = metrics["eval_loss"]
-    assert sorted(path.name for path in (results / "generations").glob("*.jsonl")) == ["base.jsonl", "best-lora.jsonl"]
+    losses = {"lora": {}, "full": {}}
+    for method, rates in TINY_RATES.items():
+        for rate, seed in ((rate, seed) for rate in rates for seed in (7, 8)):
+            run = f"{method}-lr{exponent_label(rate)}-s{seed}"
+            metrics = json.loads((results / "runs" / run / "metrics.json").read_text())
+            assert metrics["seed"] == seed and metrics["learning_rate"] == rate and metrics["method"] == method
+            losses[method][run] = metrics["eval_loss"]
+    generated = sorted(path.name for path in (results / "generations").glob("*.jsonl"))
+    assert generated == ["base.jsonl", "best-full.jsonl", "best-lora.jsonl"]
     records = read_jsonl(results / "generations" / "best-lora.jsonl")
-    best = min(sorted(losses), key=losses.get)
-    expected = {"run": best, "metric": "eval_loss", "eval_loss": losses[best], "candidates": losses}
+    best = min(sorted(losses["lora"]), key=losses["lora"].get)
+    expected = {"run": best, "metric": "eval_loss", "eval_loss": losses["lora"][best], "candidates": losses["lora"]}
     assert records and all(record["best_of"] == expected for record in records)
     assert f"best-lora ({best})" in (results / "report" / "report.html").read_text(encoding="utf-8")
 
-    write("more-seeds.yaml", tiny_sweep_config([7, 8]))
+    summary = json.loads((results / "compare" / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary) == SUMMARY_KEYS and summary["sweep"] and not summary["single_seed"]
+    assert summary["reference_arm"] == "full" and len(summary["runs"]) == 8
+    for method, entry in summary["arms"].items():
+        assert set(entry) >= ARM_KEYS and set(entry["at_best"]) == MEASURES, method
+        assert [point["learning_rate"] for point in entry["learning_rates"]] == TINY_RATES[method]
+        assert entry["best_on_edge"] in ("lowest", "highest")  # two rates: the best is always on an edge
+        assert entry["at_best"]["eval_loss"]["n"] == 2 and entry["at_best"]["eval_loss"]["ci_low"] is not None
+        assert entry["best_run"] == min(
+            (run for run in losses[method] if f"lr{exponent_label(entry['best_learning_rate'])}-" in run),
+            key=losses[method].get,
+        )
+    held_out = next(c for c in summary["comparisons"] if c["metric"] == "eval_loss")
+    assert held_out["arm"] == "lora" and held_out["n"] == [2, 2] and "2 seeds each" in held_out["verdict"]
+    assert (results / "compare" / "figures" / "loss_vs_learning_rate.pdf").is_file()
+
+    dom = parse_html(results / "report" / "report.html")
+    section = dom.find("section", id="comparison")
+    assert section.attrs["data-sweep"] == "true"
+    assert_at_best_table_equals_the_summary(dom, summary)
+    assert_comparisons_table_equals_the_summary(dom, summary)
+    verdicts = [li.text() for li in section.find("ul", cls="comparison-verdicts").find_all("li")]
+    assert held_out["verdict"] in verdicts
+
+    write("more-seeds.yaml", tiny_sweep_config([7, 8, 9]))
     jobs = planned_jobs(workdir, "--configfile", "config/more-seeds.yaml")
-    assert jobs == {"plan": 1, "train": 2, "generate": 1, "report": 1, "all": 1}
+    assert jobs == {"plan": 1, "train": 4, "evaluate": 4, "generate": 2, "compare": 1, "report": 1, "all": 1}
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/more-seeds.yaml").stdout
-    assert "wildcards: run=lora-lr1e-3-s8" in plan and "wildcards: run=lora-lr2e-2-s8" in plan
-    assert "wildcards: run=lora-lr1e-3-s7" not in plan and "wildcards: model=best-lora" in plan
+    assert all(f"wildcards: run={method}-lr" in plan for method in TINY_RATES)
+    assert "-s9\n" in plan and "-s7\n" not in plan and "-s8\n" not in plan
+    assert "wildcards: model=best-lora" in plan and "wildcards: model=best-full" in plan
 
 
 @pytest.mark.parametrize(
@@ -419,5 +485,7 @@ def test_the_shipped_sweeps_dags_train_every_point_and_generate_from_each_method
     copy_workflow(tmp_path)
     jobs = planned_jobs(tmp_path, "--configfile", *configfiles)
     assert jobs["train"] == trains and jobs["generate"] == generates
+    assert jobs["evaluate"] == trains + 1 and jobs["analyse_weights"] == trains and jobs["compare"] == 1
     plan = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", *configfiles).stdout
-    assert "wildcards: model=best-lora" in plan and "wildcards: model=lora" not in plan
+    # the hand-written runs of config/config.yaml (lora, qlora, full) are not selected
+    assert "wildcards: model=best-lora" in plan and "wildcards: model=lora\n" not in plan

@@ -300,15 +300,23 @@ def test_a_reordered_config_file_reruns_nothing(study):
     assert planned_jobs(workdir, "--configfile", "config/reordered.yaml") == {}
 
 
-def test_a_changed_lora_option_reruns_only_that_run_its_generation_the_plan_and_the_report(study):
+def test_a_changed_lora_option_reruns_only_that_run_what_reads_its_model_the_plan_compare_and_report(study):
     workdir = study.workdir
     config = yaml.safe_load((workdir / "config" / "e2e.yaml").read_text())
     config["runs"]["lora"]["lora"] = {"r": 4}
     (workdir / "config" / "changed.yaml").write_text(yaml.safe_dump(config))
     jobs = planned_jobs(workdir, "--configfile", "config/changed.yaml")
     # The plan covers every run and takes seconds; the other runs read it as ancient(), so stay as they are.
-    assert jobs == {"plan": 1, "train": 1, "generate": 1, "evaluate": 1, "report": 1, "all": 1}
-    assert jobs == {"plan": 1, "train": 1, "generate": 1, "analyse_weights": 1, "report": 1, "all": 1}
+    assert jobs == {
+        "plan": 1,
+        "train": 1,
+        "generate": 1,
+        "evaluate": 1,
+        "analyse_weights": 1,
+        "compare": 1,
+        "report": 1,
+        "all": 1,
+    }
     plan = snakemake(workdir, "-n", "--cores", "2", "--configfile", "config/changed.yaml").stdout
     assert "wildcards: run=lora" in plan
     assert all(f"wildcards: run={run}" not in plan for run in config["runs"] if run != "lora")

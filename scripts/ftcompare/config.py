@@ -256,14 +256,17 @@ def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
     return f"{where} = {value!r}: {error.message}"
 
 
+_OVERRIDES = {("runs",), ("sweep", "methods")}
+
+
 def _fill_defaults(instance: dict, node: dict, schema: dict, path: tuple) -> None:
     node = _resolve(node, schema)
     for key, sub in node.get("properties", {}).items():
         sub = _resolve(sub, schema)
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
-        # A run's `training` and `lora` are overrides: leaving them sparse keeps the global values.
-        if key == "runs" and not path:
+        # A run's (and a swept method's) `training` and `lora` are overrides: sparse, they keep the global values.
+        if path + (key,) in _OVERRIDES:
             continue
         if isinstance(instance.get(key), dict):
             _fill_defaults(instance[key], sub, schema, path + (key,))

@@ -8,6 +8,7 @@ reuses what was trained. Torch-free: rules/common.smk calls it on every Snakemak
 
 import fnmatch
 import itertools
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ BEST_PREFIX = "best-"
 # The sections a grid key or a fixed override may name, and the methods that read each.
 SECTION_METHODS = {"training": METHODS, "lora": ("lora", "qlora"), "quantization": ("qlora",)}
 MAX_NAME_LENGTH = 64
+
+log = logging.getLogger("ftcompare.sweep")
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,17 @@ def best_run(candidates, metrics_paths) -> dict:
     losses = {run: read_metrics(Path(path), run).eval_loss for run, path in zip(candidates, metrics_paths, strict=True)}
     picked = pick_best_run(losses)
     return {"run": picked, "metric": "eval_loss", "eval_loss": losses[picked], "candidates": losses}
+
+
+def model_to_load(smk) -> tuple[str | None, dict | None, dict | None]:
+    """What a generate or lm_eval job loads: (the run's model folder or None for the base, its quantization or
+    None, the `best_of` record or None). A best-<method> model is its candidate with the lowest held-out loss."""
+    if not smk.params.candidates:
+        return smk.input.get("run_model"), smk.params.quantization or None, None
+    best_of = best_run(smk.params.candidates, smk.input.candidate_metrics)
+    run_model = smk.input.candidate_models[list(smk.params.candidates).index(best_of["run"])]
+    log.info("%s: run %s, held-out loss %s", smk.wildcards.model, best_of["run"], best_of["eval_loss"])
+    return run_model, smk.params.candidates[best_of["run"]] or None, best_of
 
 
 def run_table(config: dict) -> list[dict]:

@@ -25,6 +25,7 @@ class ModelTaskResults:
     limit: int | None
     num_fewshot: int | None
     lm_eval_version: str | None
+    best_run: str | None = None  # a best-<method> model: the sweep point it scored
 
 
 def load_lm_eval_results(paths: list[Path]) -> list[ModelTaskResults]:
@@ -44,6 +45,7 @@ def _load(path: Path) -> ModelTaskResults:
         limit=document.get("limit"),
         num_fewshot=document.get("num_fewshot"),
         lm_eval_version=document.get("lm_eval_version"),
+        best_run=(document.get("best_of") or {}).get("run"),
     )
 
 
@@ -75,7 +77,8 @@ def lm_eval_table(results: list[ModelTaskResults]) -> Table:
         cells_of.append((task, None, "n_samples"))
     rows = []
     for result in results:
-        row = [Cell(result.model), Cell(result.method or None)]
+        model = f"{result.model} ({result.best_run})" if result.best_run else result.model
+        row = [Cell(model), Cell(result.method or None)]
         for task, metric, field in cells_of:
             entry = result.tasks.get(task, {})
             value = entry.get(field) if metric is None else entry.get("metrics", {}).get(metric, {}).get(field)
