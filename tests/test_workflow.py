@@ -202,7 +202,11 @@ def test_every_model_is_scored_on_every_evaluation_set_and_the_report_shows_lear
         assert float(headline[run]["learning"]) == pytest.approx(learning, abs=1e-3), run
         assert float(headline[run]["forgetting"]) == pytest.approx(forgetting, abs=1e-3), run
     per_set = list(csv.DictReader((tables / "learning_forgetting.csv").open(encoding="utf-8")))
-    assert [row["model"] for row in per_set] == ["base", *runs]
+    # A run evaluated at its checkpoints (eval_sets.checkpoints) has a row per checkpoint before its own.
+    expected_rows = ["base"]
+    for run in runs:
+        expected_rows += [f"{run} @ step {entry['step']}" for entry in scored[run].get("checkpoints") or []] + [run]
+    assert [row["model"] for row in per_set] == expected_rows
     assert (tables / "learning_forgetting.tex").read_text().count("\\midrule") >= 1
     assert all((figures / f"learning_forgetting.{ext}").stat().st_size > 0 for ext in ("pdf", "svg", "png"))
     html = (results / "report" / "report.html").read_text()
