@@ -25,9 +25,6 @@ rule prepare_eval_set:
 rule evaluate:
     input:
         unpack(evaluate_inputs),
-    # Every run is scored, sweep points too (a model that generates is one of the base and the runs, or a best-*).
-    wildcard_constraints:
-        model="|".join(map(re.escape, EVALUATED_MODELS)),
     output:
         json=report(
             f"{RESULTS}/evaluate/{{model}}.json",
@@ -41,6 +38,9 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{model}}.tsv"
+    # Every run is scored, sweep points too (a model that generates is one of the base and the runs, or a best-*).
+    wildcard_constraints:
+        model="|".join(map(re.escape, EVALUATED_MODELS)),
     conda:
         "../envs/train.yaml"
     threads: side_by_side_threads
