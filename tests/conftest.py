@@ -22,3 +22,24 @@ def default_config():
 @pytest.fixture
 def blog_config():
     return validate_config(load_yaml("blog.yaml"), search_dirs=[REPO])
+
+
+# The files that run whole studies, longest first: `make test` hands whole files to two workers in
+# collection order, and starting these first keeps one long file from running alone at the end.
+LONGEST_FILES = [
+    "test_workflow.py",
+    "test_slurm.py",
+    "test_sweep.py",
+    "test_reliability_workflow.py",
+    "test_launch.py",
+    "test_lm_eval.py",
+    "test_gpu_node_workflow.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
