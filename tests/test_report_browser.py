@@ -56,6 +56,11 @@ pytestmark = [
 ]
 
 
+# How long one DevTools call may wait for Chromium: make test runs it beside whole studies on two
+# workers, where a 2-core machine has made Chromium take over 20 s to open a tab.
+CDP_TIMEOUT_S = 120
+
+
 class DevToolsPipe:
     """A Chromium process and its DevTools protocol connection over a pair of pipes."""
 
@@ -99,7 +104,7 @@ class DevToolsPipe:
                 self.messages.put(json.loads(message))
         self.messages.put(None)
 
-    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 20):
+    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = CDP_TIMEOUT_S):
         self.next_id += 1
         request = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -114,7 +119,7 @@ class DevToolsPipe:
                 return message.get("result", {})
             self.events.append(message)
 
-    def wait_for(self, method: str, timeout: float = 20) -> dict:
+    def wait_for(self, method: str, timeout: float = CDP_TIMEOUT_S) -> dict:
         for event in self.events:
             if event.get("method") == method:
                 return event
