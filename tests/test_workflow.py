@@ -202,7 +202,7 @@ def test_every_model_is_scored_on_every_evaluation_set_and_the_report_shows_lear
         assert float(headline[run]["learning"]) == pytest.approx(learning, abs=1e-3), run
         assert float(headline[run]["forgetting"]) == pytest.approx(forgetting, abs=1e-3), run
     per_set = list(csv.DictReader((tables / "learning_forgetting.csv").open(encoding="utf-8")))
-    # A run evaluated at its checkpoints (eval_sets.checkpoints) has a row per checkpoint before its own.
+    # With checkpoints.keep (the packing scenario) a run's kept checkpoints are scored too: a row each, before its own.
     expected_rows = ["base"]
     for run in runs:
         expected_rows += [f"{run} @ step {entry['step']}" for entry in scored[run].get("checkpoints") or []] + [run]
