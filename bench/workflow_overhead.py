@@ -7,6 +7,7 @@ this environment, as a user would type them. Before measuring, the study is brou
 from the Snakemake benchmark files the rules write.
 
     .venv/bin/python bench/workflow_overhead.py          # builds the study once, then ~1 minute
+    .venv/bin/python bench/workflow_overhead.py --fresh  # the whole default study from nothing, timed, first
     .venv/bin/python bench/workflow_overhead.py --quick  # `snakemake -n` on an empty folder only
 """
 
@@ -43,6 +44,12 @@ def parse_args(argv):
     )
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="only time `snakemake -n` on an empty folder")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="delete the study's results/ and .snakemake/ first: its update is then the whole default study from "
+        "nothing, as on a fresh clone (the study's time in README.md)",
+    )
     parser.add_argument("--out-dir", type=Path, default=harness.RESULTS_DIR)
     return parser.parse_args(argv)
 
@@ -79,6 +86,12 @@ def prepare_study(study: Path) -> dict:
     return run
 
 
+def wipe_study(study: Path) -> None:
+    """What a run of the study left in `study` (its results and Snakemake's state), not its config."""
+    for folder in ("results", ".snakemake"):
+        shutil.rmtree(study / folder, ignore_errors=True)
+
+
 def job_seconds(study: Path) -> dict:
     """Each job's wall time from the rules' Snakemake benchmark files (results/benchmarks/**.tsv)."""
     seconds = {}
@@ -113,10 +126,11 @@ def print_result(result: dict) -> None:
     rows = [[name, harness.figure(entry["seconds"], 2)] for name, entry in result["commands"].items()]
     print(harness.table(["command", "seconds"], rows))
     if result.get("study_update_s") is not None:
-        print(
-            f"  bringing the study up to date first took {result['study_update_s']:.1f} s "
-            f"({'nothing to do' if result['study_was_current'] else 'jobs ran'})"
-        )
+        if result.get("study_fresh"):
+            what = "the whole default study from nothing"
+        else:
+            what = "nothing to do" if result["study_was_current"] else "jobs ran"
+        print(f"  bringing the study up to date first took {result['study_update_s']:.1f} s ({what})")
     if result.get("job_seconds"):
         jobs = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["job_seconds"].items())
         print(f"  each job of the study, s (Snakemake benchmark files): {jobs}")
@@ -130,6 +144,8 @@ def main(argv=None) -> dict:
             commands = measure(Path(tmp), QUICK_COMMANDS, 1)
         result = {"where": "empty folder, DAG only", "repetitions": 1, "commands": commands}
     else:
+        if args.fresh:
+            wipe_study(args.study)
         update = prepare_study(args.study)
         commands = measure(args.study, COMMANDS, args.repetitions)
         no_op = commands["no-op snakemake --cores all"]
@@ -141,9 +157,11 @@ def main(argv=None) -> dict:
             "commands": commands,
             "study_update_s": update["seconds"],
             "study_was_current": update["did_nothing"],
+            "study_fresh": args.fresh,
             "job_seconds": job_seconds(args.study),
         }
-    result = {"benchmark": "workflow overhead", "settings": {"quick": args.quick}, "method": __doc__, **result}
+    settings = {"quick": args.quick, "fresh": args.fresh}
+    result = {"benchmark": "workflow overhead", "settings": settings, "method": __doc__, **result}
     print_result(result)
     path = harness.write_result("workflow_overhead", result, args.out_dir)
     print(f"written to {path}")

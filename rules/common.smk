@@ -16,7 +16,7 @@ from ftcompare.sweep import best_model_candidates, model_names, run_table
 _deployment = workflow.deployment_settings
 _JOBS_RUN_HERE = not (_deployment and _deployment.deployment_method)
 from ftcompare.plan import plan_inputs
-from ftcompare.plan_resources import PLAN_MODULES, DagPlan
+from ftcompare.plan_resources import PLAN_CACHE_DIR, PLAN_MODULES, DagPlan
 
 try:
     _validated = validate_config(
@@ -169,7 +169,7 @@ PLAN_SOURCES = sorted(
     [str(WORKFLOW_DIR / "scripts" / "ftcompare" / name) for name in PLAN_MODULES]
     + [str(p) for p in (WORKFLOW_DIR / "config" / "models").glob("*.json")]
 )
-DAG_PLAN = DagPlan(PLAN_INPUTS, cache_dir=Path(".snakemake") / "ftcompare", search_dirs=[Path.cwd()])
+DAG_PLAN = DagPlan(PLAN_INPUTS, cache_dir=PLAN_CACHE_DIR, search_dirs=[Path.cwd()])
 
 
 def train_mem_mb(wildcards):

@@ -41,6 +41,8 @@ rule evaluate:
     # Every run is scored, sweep points too (a model that generates is one of the base and the runs, or a best-*).
     wildcard_constraints:
         model="|".join(map(re.escape, EVALUATED_MODELS)),
+    # Before the weight analyses, which nothing waits for: compare then runs beside the last of them.
+    priority: 10
     conda:
         "../envs/train.yaml"
     threads: side_by_side_threads

@@ -21,6 +21,8 @@ rule train:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
+    # The long jobs first: the short ones left for the end then pair up on a CPU (side_by_side_threads).
+    priority: 50
     conda:
         "../envs/train.yaml"
     threads: GPU_JOB_THREADS

@@ -4,15 +4,15 @@ import logging
 from pathlib import Path
 
 from ftcompare.atomic import write_json, write_text
-from ftcompare.plan import plan_document, summary_lines, to_csv
+from ftcompare.plan import summary_lines, to_csv
+from ftcompare.plan_resources import PLAN_CACHE_DIR, job_plan_document
 from ftcompare.script_runtime import run_script
 
 log = logging.getLogger("ftcompare.plan")
 
 
 def main(smk):
-    # The hub is asked for a model's config.json only where no local copy exists, and never offline.
-    document = plan_document(smk.params.inputs, search_dirs=[Path.cwd()], allow_download=True)
+    document = job_plan_document(smk.params.inputs, PLAN_CACHE_DIR, search_dirs=[Path.cwd()])
     write_json(smk.output.json, document)
     write_text(smk.output.csv, to_csv(document))
     for line in summary_lines(document):

@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 
 from ftcompare import base_model
 from ftcompare.base_model import materialize_base_model, missing_model_files
-from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, pretraining_texts, train_tokenizer
+from ftcompare.embedded_model import CARD_NAME, EmbeddedModelSpec, train_tokenizer
 from ftcompare.errors import FtcompareError
 from ftcompare.parameters import count_parameters
+from ftcompare.pretraining_text import pretraining_texts
 
 REPO = Path(__file__).resolve().parents[1]
 HUB_ID = "tiny-org/tiny-llama"

@@ -11,6 +11,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import run_all  # noqa: E402
 import training_speed  # noqa: E402
+import workflow_overhead  # noqa: E402
 
 import harness  # noqa: E402
 
@@ -112,6 +113,14 @@ def test_targets_are_judged_from_the_figures():
     }
     assert run_all.generation_targets(generation)[0]["met"] == "no"
     assert run_all.ratio_bounds(harness.summarise([4.0, 6.0]), harness.summarise([1.0, 2.0])) == (2.0, 6.0)
+
+
+def test_a_fresh_study_keeps_its_config_and_loses_what_a_run_left(tmp_path):
+    for path in ("config/config.yaml", "results/report/report.html", ".snakemake/metadata/x", "profiles/p"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    workflow_overhead.wipe_study(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "profiles"]
 
 
 @pytest.mark.slow

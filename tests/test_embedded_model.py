@@ -15,10 +15,10 @@ from ftcompare.embedded_model import (
     CARD_NAME,
     EmbeddedModelSpec,
     build_embedded_model,
-    pretraining_texts,
     train_tokenizer,
 )
 from ftcompare.parameters import count_parameters
+from ftcompare.pretraining_text import pretraining_texts
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "config.schema.yaml"

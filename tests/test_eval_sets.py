@@ -15,8 +15,8 @@ from conftest import REPO
 from ftcompare.config import ConfigError, validate_config
 from ftcompare.data import DataError
 from ftcompare.embedded_data import STDLIB_MODULES
-from ftcompare.embedded_model import HELD_OUT_MODULES, held_out_pretraining_texts, pretraining_texts
 from ftcompare.eval_sets import EvalSetSpec, eval_set_roles, eval_settings, load_eval_set, prepare_eval_set
+from ftcompare.pretraining_text import HELD_OUT_MODULES, held_out_pretraining_texts, pretraining_texts
 from ftcompare.strict_json import loads as loads_strict
 
 

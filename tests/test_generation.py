@@ -1,11 +1,16 @@
 """Generation (ftcompare.generation): prompt format, batched greedy decoding with left padding, the seed
 in sampling, and a QLoRA adapter merged into the dequantized base it trained on."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from helpers.tiny_llama import tiny_llama, word_tokenizer
 from helpers.tiny_run import settings_for
 
+from conftest import REPO
 from ftcompare.adapters import add_adapter
 from ftcompare.generation import (
     _until_eos,
@@ -108,3 +113,20 @@ def test_a_qlora_adapter_is_merged_into_the_dequantized_base_it_trained_on(tmp_p
         assert (on_original(**batch).logits - expected).abs().max() > 1e-3
     [record] = generate_outputs(model, tokenizer, ["w1 w2"], SETTINGS, seed=0, model_name="qlora")
     assert record["model"] == "qlora" and 1 <= record["new_tokens"] <= SETTINGS["max_new_tokens"]
+
+
+def test_the_base_model_and_a_full_fine_tune_load_without_peft(tmp_path):
+    """PEFT imports bitsandbytes, seconds of every job's start on a CPU: only adapters import it."""
+    tiny_llama().save_pretrained(tmp_path / "base")
+    word_tokenizer().save_pretrained(tmp_path / "base")
+    code = f"""
+import sys
+from ftcompare.generation import load_generation_model
+for method in ("base", "full"):
+    load_generation_model({str(tmp_path / "base")!r}, {str(tmp_path / "base")!r}, method, True, "float32", False, "cpu")
+print(sorted(name for name in ("peft", "bitsandbytes", "trl") if name in sys.modules))
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "scripts")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

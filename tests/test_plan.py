@@ -4,6 +4,7 @@ those of the real tensors after one training step, and the activation estimate i
 of what a real step saved; which blog runs fit a 64 GB GCD, an 80 GB GPU and a 141 GB H200; the train
 job's refusal of a run that cannot fit, before the model loads; and job resources from the plan."""
 
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from ftcompare.plan import (
     verdict,
 )
 from ftcompare.plan_check import Available, check_plan
+from ftcompare.plan_resources import cached_plan_document, job_plan_document
 from ftcompare.strict_json import read_json_object
 from ftcompare.trainer_builder import TrainerSpec, build_trainer
 from ftcompare.training import train_run
@@ -437,6 +439,51 @@ def test_the_blog_plan_is_produced_offline_by_the_plan_rule(tmp_path):
     assert table[0].startswith("run,method,status,total_params") and len(table) == 1 + len(plan["runs"])
     log = (tmp_path / "results" / "logs" / "plan.log").read_text(encoding="utf-8")
     assert "run full (full): 6,738,415,616 of 6,738,415,616 parameters train" in log
+
+
+def test_the_plan_is_built_once_per_model_config_and_the_plan_job_reads_it(offline, tmp_path, monkeypatch):
+    """The DAG plans for the job resources; the plan job then writes that plan instead of planning again, and
+    a model whose config.json changed (here a local folder's) is planned anew."""
+    model = tmp_path / "models" / "mine"
+    model.mkdir(parents=True)
+    shipped = REPO / "config" / "models" / "NousResearch--Llama-2-7b-chat-hf.json"
+    model_config = json.loads(shipped.read_text(encoding="utf-8"))
+    (model / "config.json").write_text(json.dumps(model_config), encoding="utf-8")
+    config = blog_config()
+    config["base_model"]["name"] = "models/mine"
+    inputs, cache = plan_inputs(config), tmp_path / "cache"
+
+    built = cached_plan_document(inputs, cache, [tmp_path])
+    assert built["runs"]["lora"]["parameters"]["trainable"] == BLOG_LORA_TRAINABLE
+    assert len(list(cache.glob("plan-*.json"))) == 1
+
+    def no_second_plan(*args, **kwargs):
+        raise AssertionError("planned again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("ftcompare.plan.plan_document", no_second_plan)
+        assert job_plan_document(inputs, cache, [tmp_path]) == built
+
+    model_config["num_hidden_layers"] = 16
+    (model / "config.json").write_text(json.dumps(model_config), encoding="utf-8")
+    halved = job_plan_document(inputs, cache, [tmp_path])
+    assert halved["runs"]["full"]["parameters"]["total"] < built["runs"]["full"]["parameters"]["total"] / 1.8
+    assert len(list(cache.glob("plan-*.json"))) == 2
+
+
+def test_the_plan_job_asks_the_hub_where_no_config_json_is_here(offline, tmp_path, monkeypatch):
+    config = blog_config()
+    config["base_model"]["name"] = "someone/no-such-model"
+    asked = []
+
+    def plan_document_spy(inputs, search_dirs=(), allow_download=False):
+        asked.append(allow_download)
+        return {"runs": {}}
+
+    monkeypatch.setattr("ftcompare.plan.plan_document", plan_document_spy)
+    assert job_plan_document(plan_inputs(config), tmp_path / "cache", [tmp_path]) == {"runs": {}}
+    assert asked == [True]  # offline here, so the plan says it found no config.json
+    assert not (tmp_path / "cache").exists()  # nothing kept: online, the next plan may find it
 
 
 def dry_run_resources(workdir: Path, *args: str) -> dict[str, list[dict[str, str]]]:

@@ -2,7 +2,7 @@
 Parquet with a small card, so that every model is scored on exactly the same text.
 
 A set's source is `embedded` (the documentation the embedded base model's pretraining leaves out:
-ftcompare.embedded_model.held_out_pretraining_texts), or a local file or folder or a hub id, read by the
+ftcompare.pretraining_text.held_out_pretraining_texts), or a local file or folder or a hub id, read by the
 same code as the training data (ftcompare.data).
 """
 
@@ -13,6 +13,7 @@ from ftcompare.atomic import atomic_path, write_json
 from ftcompare.config import HELDOUT_SET
 from ftcompare.data import EMBEDDED, DataError, DataSpec, drop_empty_rows, fingerprint, load_texts, write_texts_parquet
 from ftcompare.embedded_data import python_version
+from ftcompare.pretraining_text import HELD_OUT_MODULES, held_out_pretraining_texts
 
 ROLES = ("target", "source")
 # The keys of `training` that decide a held-out loss (ftcompare.evaluation): what the evaluate rule takes as params.
@@ -65,8 +66,6 @@ def eval_set_roles(eval_sets: dict) -> list[list[str]]:
 def load_eval_set(spec: EvalSetSpec) -> tuple[list[str], dict]:
     """The set's rows (non-empty, the first max_rows) and what the card says about where they came from."""
     if spec.source == EMBEDDED:
-        from ftcompare.embedded_model import HELD_OUT_MODULES, held_out_pretraining_texts
-
         texts = held_out_pretraining_texts()
         origin = {
             "source": EMBEDDED,

@@ -4,7 +4,6 @@ import logging
 import time
 
 import torch
-from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from ftcompare.adapters import ADAPTER_METHODS
@@ -45,6 +44,8 @@ def load_generation_model(
     if method == "qlora":
         model = model.dequantize(dtype=None if dtype == "auto" else torch_dtype)
     if method in ADAPTER_METHODS:
+        from peft import PeftModel  # here, not above: see ftcompare.adapters
+
         model = PeftModel.from_pretrained(model, str(run_model))
         if merge_lora:
             model = model.merge_and_unload()

@@ -1,8 +1,9 @@
 """Job resources from the plan, when Snakemake builds the DAG: host memory (mem_mb) and disk (disk_mb).
 
-rules/common.smk asks on every Snakemake start, so the plan is built once per set of plan inputs and kept
-in .snakemake/ftcompare/plan-<key>.json; later starts read that small file. Where the plan has no figure
-(the model's config.json is not here: the DAG never touches the network), a rule keeps a fixed figure.
+rules/common.smk asks on every Snakemake start, so the plan is built once per set of plan inputs, plan code
+and model config.json, and kept in .snakemake/ftcompare/plan-<key>.json; later starts, and the plan job,
+read that small file. Where the plan has no figure (the model's config.json is not here: the DAG never
+touches the network), a rule keeps a fixed figure.
 """
 
 import hashlib
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from ftcompare.atomic import write_json
 from ftcompare.errors import FtcompareError
+from ftcompare.model_config import ModelConfigNotFound, find_model_config
 from ftcompare.strict_json import loads
 
 log = logging.getLogger("ftcompare.plan_resources")
@@ -27,15 +29,24 @@ FALLBACK_MEM_MB = 16000
 FALLBACK_DISK_MB = 50000
 # The code whose changes make a cached plan stale.
 PLAN_MODULES = ("plan.py", "activations.py", "optimizer_states.py", "meta_model.py", "model_config.py")
+# Where the plans are kept, relative to the working directory (the DAG's and its jobs').
+PLAN_CACHE_DIR = Path(".snakemake") / "ftcompare"
 
 
-def cache_key(inputs: dict) -> str:
+def cache_key(inputs: dict, search_dirs=()) -> str:
+    """Of the plan inputs, the plan's code, transformers' and PEFT's versions, and the model's config.json as
+    the plan finds it without the hub (or why it finds none): a changed config.json is a new plan."""
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8"))
     for name in PLAN_MODULES:
         digest.update((here / name).read_bytes())
     for package in ("transformers", "peft"):
         digest.update(_version(package).encode("utf-8"))
+    try:
+        model_config = find_model_config(inputs["base_model"], search_dirs).values
+    except ModelConfigNotFound as error:
+        model_config = str(error)
+    digest.update(json.dumps(model_config, sort_keys=True).encode("utf-8"))
     return digest.hexdigest()[:20]
 
 
@@ -44,6 +55,37 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "absent"
+
+
+def cached_plan_document(inputs: dict, cache_dir, search_dirs=()) -> dict:
+    """plan_document(inputs, search_dirs) without the hub: read from cache_dir, or built and kept there."""
+    path = Path(cache_dir) / f"plan-{cache_key(inputs, search_dirs)}.json"
+    if path.is_file():
+        try:
+            return loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # a damaged cache file is rebuilt
+    from ftcompare.plan import plan_document
+
+    document = plan_document(inputs, search_dirs, allow_download=False)
+    try:
+        write_json(path, document)
+    except OSError:
+        pass  # a read-only working directory: plan again next time
+    return document
+
+
+def job_plan_document(inputs: dict, cache_dir, search_dirs=()) -> dict:
+    """plan.json, as the plan job writes it. With the model's config.json here, the plan the DAG built for
+    the job resources (planning again would import transformers and PEFT for seconds to write the same
+    file); else a plan that asks the hub for config.json, unless it is offline."""
+    try:
+        find_model_config(inputs["base_model"], search_dirs)
+    except ModelConfigNotFound:
+        from ftcompare.plan import plan_document
+
+        return plan_document(inputs, search_dirs, allow_download=True)
+    return cached_plan_document(inputs, cache_dir, search_dirs)
 
 
 class DagPlan:
@@ -62,24 +104,11 @@ class DagPlan:
         return self._document
 
     def _load_or_build(self) -> dict:
-        path = self.cache_dir / f"plan-{cache_key(self.inputs)}.json"
-        if path.is_file():
-            try:
-                return loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                pass  # a damaged cache file is rebuilt
-        from ftcompare.plan import plan_document
-
         try:
-            document = plan_document(self.inputs, self.search_dirs, allow_download=False)
+            return cached_plan_document(self.inputs, self.cache_dir, self.search_dirs)
         except (FtcompareError, ImportError) as error:
             log.warning("no plan for the job resources (%s); the rules keep fixed figures", error)
             return {"runs": {}}
-        try:
-            write_json(path, document)
-        except OSError:
-            pass  # a read-only working directory: plan again next time
-        return document
 
     def _run(self, run: str) -> dict:
         plan = self.document.get("runs", {}).get(run) or {}

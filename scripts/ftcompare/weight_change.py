@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 
 from ftcompare.adapters import ADAPTER_METHODS
@@ -221,6 +220,8 @@ def adapted_weight_pairs(peft_model, module_types: list[str] | None = None):
     """(name, base weight, tuned weight) for each module the run's adapter adapted, the adapter merged
     by PEFT itself (LoRA, rsLoRA and DoRA alike): the base weight is read before the merge, which then
     writes a new tensor (safe_merge), so both stay as they were."""
+    from peft.tuners.lora import LoraLayer  # here, not above: see ftcompare.adapters
+
     for peft_name, module in list(peft_model.named_modules()):
         if not isinstance(module, LoraLayer) or not hasattr(module, "base_layer"):
             continue

@@ -21,7 +21,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE="${FTCOMPARE_SLURM_STATE:-/var/tmp/ftcompare-slurm}"
 DB_PORT="${FTCOMPARE_SLURM_DB_PORT:-33069}"
-ETC=/etc/slurm
+ETC="${FTCOMPARE_SLURM_ETC:-/etc/slurm}"  # another folder only for tests of this script; the clients read /etc/slurm
 MARK="Written by tests/cluster/slurm.sh"
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 PIDS="$STATE/pids"  # one file per daemon this script started, holding its pid
@@ -234,9 +234,22 @@ stop_recorded() {
     done
 }
 
+# The configs write_configs wrote, and only those. Left behind, they point SLURM's clients at a controller
+# that is gone: `scontrol show config`, which Snakemake's SLURM plugin runs on import, then waits 9 s for
+# it on every `snakemake` command on this machine.
+remove_configs() {
+    local name
+    for name in slurm.conf gres.conf slurmdbd.conf; do
+        if [ -e "$ETC/$name" ] && grep -q "$MARK" "$ETC/$name"; then
+            rm -f "$ETC/$name"
+        fi
+    done
+}
+
 stop() {
     need_root
     stop_recorded
+    remove_configs
     say "stopped"
 }
 
@@ -260,11 +273,12 @@ run() {
         started=1
     else
         stop_recorded  # what the failed start left running
+        remove_configs
         [ -z "${CI:-}" ] || die "could not start the local SLURM (CI): see the lines above and $STATE/*.log"
         say "could not start the local SLURM; the SLURM tests skip"
     fi
     if [ "$started" -eq 1 ]; then
-        trap 'stop_recorded; say "stopped"' EXIT
+        trap 'stop_recorded; remove_configs; say "stopped"' EXIT
         trap 'exit 130' INT
         trap 'exit 143' TERM
     fi
