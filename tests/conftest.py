@@ -24,14 +24,17 @@ def blog_config():
     return validate_config(load_yaml("blog.yaml"), search_dirs=[REPO])
 
 
-# The files that run whole studies, longest first: `make test` hands whole files to two workers in
-# collection order, and starting these first keeps one long file from running alone at the end.
+# The files that take minutes (whole studies, many workflow runs), longest first: `make test` hands whole
+# files to its workers in collection order, and starting these first keeps one long file from running alone
+# at the end. pytest's --durations list in each run shows what is long.
 LONGEST_FILES = [
     "test_workflow.py",
     "test_slurm.py",
     "test_sweep.py",
     "test_reliability_workflow.py",
     "test_launch.py",
+    "test_reliability_bad_input.py",
+    "test_bench.py",
     "test_lm_eval.py",
     "test_gpu_node_workflow.py",
 ]
