@@ -22,10 +22,9 @@ test: lint
 	bash tests/setup_system.sh || test -z "$$CI"
 	@# As root, a single-node SLURM (installed if missing) runs for tests/test_slurm.py and is stopped after
 	@# pytest, also when it fails or is interrupted; without root those tests skip, in CI they must run.
-	@# Three workers, each taking whole test files: most of the suite runs one process at a time (imports,
-	@# dry runs, small jobs) or waits (on SLURM's status checks, on a killed job), so on 2 cores two workers
-	@# left a third of the CPU idle (pytest 22.6 min, CPU time 35 min).
-	bash tests/cluster/slurm.sh run $(BIN)/python -m pytest -n 3 --dist loadfile
+	@# Two workers, each taking whole test files: most of the suite runs one process at a time (imports,
+	@# dry runs, small jobs), so two keep both cores busy (three were slower: 26 min against 22.6).
+	bash tests/cluster/slurm.sh run $(BIN)/python -m pytest -n 2 --dist loadfile
 
 install: $(VENV)/.installed
 

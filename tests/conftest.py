@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,16 @@ def default_config():
 @pytest.fixture
 def blog_config():
     return validate_config(load_yaml("blog.yaml"), search_dirs=[REPO])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_plan_cache(tmp_path_factory):
+    """One plan cache for every workflow the tests run, in whatever folder (FTCOMPARE_PLAN_CACHE, read by
+    ftcompare.plan_resources): each workdir of its own would plan again on its first start, seconds each."""
+    folder = tmp_path_factory.getbasetemp().parent / "plan-cache"  # shared by the xdist workers
+    folder.mkdir(exist_ok=True)
+    os.environ["FTCOMPARE_PLAN_CACHE"] = str(folder)
+    return folder
 
 
 # The files that take minutes (whole studies, many workflow runs), longest first: `make test` hands whole

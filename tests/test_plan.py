@@ -500,7 +500,8 @@ def dry_run_resources(workdir: Path, *args: str) -> dict[str, list[dict[str, str
     return found
 
 
-def test_job_resources_come_from_the_plan(tmp_path):
+def test_job_resources_come_from_the_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTCOMPARE_PLAN_CACHE", "")  # the default place, not the tests' shared cache
     copy_workflow(tmp_path)
     resources = dry_run_resources(tmp_path, "--configfile", "config/blog.yaml")
     fp32_weights_mb = 4 * BLOG_TOTAL / 1e6

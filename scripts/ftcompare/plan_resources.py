@@ -9,6 +9,7 @@ touches the network), a rule keeps a fixed figure.
 import hashlib
 import json
 import logging
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -29,8 +30,10 @@ FALLBACK_MEM_MB = 16000
 FALLBACK_DISK_MB = 50000
 # The code whose changes make a cached plan stale.
 PLAN_MODULES = ("plan.py", "activations.py", "optimizer_states.py", "meta_model.py", "model_config.py")
-# Where the plans are kept, relative to the working directory (the DAG's and its jobs').
-PLAN_CACHE_DIR = Path(".snakemake") / "ftcompare"
+# Where the plans are kept: relative to the working directory (the DAG's and its jobs'), or where
+# FTCOMPARE_PLAN_CACHE says. The tests share one folder across their many workdirs: a plan is keyed by all
+# it depends on, and each fresh workdir would otherwise spend seconds importing transformers to plan again.
+PLAN_CACHE_DIR = Path(os.environ.get("FTCOMPARE_PLAN_CACHE") or Path(".snakemake") / "ftcompare")
 
 
 def cache_key(inputs: dict, search_dirs=()) -> str:
