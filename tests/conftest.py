@@ -44,8 +44,6 @@ LONGEST_FILES = [
     "test_sweep.py",
     "test_reliability_workflow.py",
     "test_launch.py",
-    "test_reliability_bad_input.py",
-    "test_bench.py",
     "test_lm_eval.py",
     "test_gpu_node_workflow.py",
 ]
