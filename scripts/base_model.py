@@ -3,9 +3,11 @@
 params: base_model (the config's base_model section), seed, trust_remote_code.
 """
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import log, run_script  # isort: split
+
 from ftcompare.base_model import EMBEDDED, materialize_base_model
 from ftcompare.embedded_model import EmbeddedModelSpec
-from ftcompare.script_runtime import log, run_script
 
 
 def main(smk):

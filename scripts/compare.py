@@ -1,7 +1,9 @@
 """Snakemake entry script of the `compare` rule: the methods compared across runs (results/compare/)."""
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import run_script  # isort: split
+
 from ftcompare.compare.outputs import read_run_metrics, write_comparison
-from ftcompare.script_runtime import run_script
 
 
 def main(smk) -> None:

@@ -1,12 +1,14 @@
 """Snakemake entry: the memory and disk plan of every run (rule `plan`), from the config alone."""
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import run_script  # isort: split
+
 import logging
 from pathlib import Path
 
 from ftcompare.atomic import write_json, write_text
 from ftcompare.plan import summary_lines, to_csv
 from ftcompare.plan_resources import PLAN_CACHE_DIR, job_plan_document
-from ftcompare.script_runtime import run_script
 
 log = logging.getLogger("ftcompare.plan")
 

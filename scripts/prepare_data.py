@@ -3,11 +3,13 @@
 Token lengths in the card are counted with the base model's tokenizer (smk.input.base_model).
 """
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import run_script  # isort: split
+
 import logging
 
 from ftcompare.data import DataSpec, prepare_data
 from ftcompare.errors import FtcompareError
-from ftcompare.script_runtime import run_script
 
 log = logging.getLogger("ftcompare.data")
 

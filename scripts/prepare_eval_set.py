@@ -1,9 +1,11 @@
 """Snakemake entry: one evaluation set's rows and card (rule `prepare_eval_set`, wildcard `eval_set`)."""
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import run_script  # isort: split
+
 import logging
 
 from ftcompare.eval_sets import EvalSetSpec, prepare_eval_set
-from ftcompare.script_runtime import run_script
 
 log = logging.getLogger("ftcompare.prepare_eval_set")
 

@@ -1,11 +1,13 @@
 """Snakemake entry script of the `report` rule: the HTML report, its figures and its tables."""
 
+# First, before the libraries: it keeps the garbage collector off while they import.
+from ftcompare.script_runtime import run_script  # isort: split
+
 from pathlib import Path
 
 from ftcompare.report.build import build_report
 from ftcompare.report.inputs import ReportInputPaths, load_report_inputs
 from ftcompare.report.provenance import snakemake_command_line
-from ftcompare.script_runtime import run_script
 
 
 def main(smk) -> None:

@@ -9,6 +9,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
+import job_collector  # noqa: E402
 import run_all  # noqa: E402
 import training_speed  # noqa: E402
 import workflow_overhead  # noqa: E402
@@ -121,6 +122,16 @@ def test_a_fresh_study_keeps_its_config_and_loses_what_a_run_left(tmp_path):
         (tmp_path / path).write_text("x")
     workflow_overhead.wipe_study(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "profiles"]
+
+
+def test_the_collector_bench_times_a_job_s_import_and_exit_both_ways(tmp_path, capsys):
+    result = job_collector.main(["--quick", "--out-dir", str(tmp_path)])
+    written = json.loads((tmp_path / "job_collector.json").read_text())
+    assert written["summary"] == result["summary"]
+    assert set(written["runs"]) == {"as the jobs run", "default collector"}
+    for runs in written["runs"].values():
+        assert len(runs) == 1 and 0 < runs[0]["import_s"] < 60 and 0 < runs[0]["exit_s"] < 60
+    assert "default collector" in capsys.readouterr().out
 
 
 @pytest.mark.slow

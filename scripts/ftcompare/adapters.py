@@ -4,13 +4,18 @@ base model as loaded (lora) or on its 4-bit quantized weights (qlora), or none (
 PEFT is imported where an adapter is built, not with this module: importing it imports bitsandbytes too,
 about 2.5 s of every job's start on a CPU, which the jobs of the base model and of full runs need not pay."""
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 # The methods that train an adapter on a frozen base model.
 ADAPTER_METHODS = ("lora", "qlora")
 
 
-def build_lora_config(lora: dict):
+def build_lora_config(lora: dict) -> "LoraConfig":
     from peft import LoraConfig
 
     return LoraConfig(

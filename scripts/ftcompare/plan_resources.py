@@ -6,6 +6,7 @@ read that small file. Where the plan has no figure (the model's config.json is n
 touches the network), a rule keeps a fixed figure.
 """
 
+import gc
 import hashlib
 import json
 import logging
@@ -103,7 +104,14 @@ class DagPlan:
     @property
     def document(self) -> dict:
         if self._document is None:
-            self._document = self._load_or_build()
+            # Building the plan imports torch, transformers and PEFT into Snakemake's own process: the garbage
+            # collector is kept off while they import and off their objects after (see ftcompare.script_runtime).
+            gc.disable()
+            try:
+                self._document = self._load_or_build()
+            finally:
+                gc.freeze()
+                gc.enable()
         return self._document
 
     def _load_or_build(self) -> dict:
