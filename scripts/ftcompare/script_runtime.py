@@ -1,9 +1,9 @@
 """What every entry script in scripts/ does around its work: log to the rule's log, fail clearly, and keep
 Python's garbage collector off the objects the libraries make as they are imported.
 
-Every entry script imports this module first. Importing torch, transformers and PEFT makes about a million
+Every entry script imports this module first. Importing torch, transformers and PEFT makes about 900,000
 objects that live as long as the job; the collector walks them again and again as they pile up, and once
-more as the interpreter ends: 1.5 s of a job's start and 1.7 s of its exit on a CPU (bench/job_collector.py).
+more as the interpreter ends: about 1 s of a job's start and 1.3 s of its exit on a CPU (bench/job_collector.py).
 So the collector is off from this import until run_script starts the job, which freezes what the imports
 made (frozen objects are never walked) and switches it back on; it freezes again as the job ends.
 """
